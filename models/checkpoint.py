@@ -1,0 +1,83 @@
+"""One-file checkpoints: weights plus everything needed to reproduce the recognizer's input and output."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import torch
+
+from .features import FeatureConfig
+from .model import AcousticModel, ModelConfig
+from .tokens import Tokenizer
+
+FORMAT = "rnnstream-checkpoint"
+VERSION = 1
+BUNDLED_DIR = Path(__file__).parent / "bundled"
+DEFAULT_MODEL = "digits"
+
+
+class CheckpointError(ValueError):
+    """A file that is not a usable rnnstream checkpoint."""
+
+
+@dataclass
+class Checkpoint:
+    model: AcousticModel
+    features: FeatureConfig
+    tokenizer: Tokenizer
+    meta: dict = field(default_factory=dict)  # training recipe, data, metrics: free-form
+
+
+def save_checkpoint(ckpt: Checkpoint, path: str | Path) -> None:
+    payload = {
+        "format": FORMAT,
+        "version": VERSION,
+        "model_config": ckpt.model.cfg.to_dict(),
+        "feature_config": ckpt.features.to_dict(),
+        "tokens": ckpt.tokenizer.tokens,
+        "state_dict": {k: v.detach().cpu() for k, v in ckpt.model.state_dict().items()},
+        "meta": json.loads(json.dumps(ckpt.meta, default=str)),  # plain types: loadable with weights_only
+    }
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(path.suffix + ".tmp")
+    torch.save(payload, tmp)
+    tmp.replace(path)  # a crash mid-save never leaves a half-written checkpoint
+
+
+def resolve_model(name_or_path: str | Path) -> Path:
+    """A bundled model's name ('digits') or a path to a checkpoint file."""
+    path = Path(name_or_path)
+    if path.suffix != ".pt" and "/" not in str(name_or_path):
+        bundled = BUNDLED_DIR / f"{name_or_path}.pt"
+        if bundled.exists():
+            return bundled
+        names = sorted(p.stem for p in BUNDLED_DIR.glob("*.pt"))
+        if not path.exists():
+            raise CheckpointError(f"no bundled model {str(name_or_path)!r} (bundled: {', '.join(names) or 'none'})")
+    if not path.exists():
+        raise CheckpointError(f"{path}: no such checkpoint")
+    return path
+
+
+def load_checkpoint(name_or_path: str | Path, device: str | torch.device = "cpu") -> Checkpoint:
+    path = resolve_model(name_or_path)
+    try:
+        payload = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as e:
+        raise CheckpointError(f"{path}: not a readable checkpoint ({' '.join(str(e).split())[:200]})") from None
+    if not isinstance(payload, dict) or payload.get("format") != FORMAT:
+        raise CheckpointError(f"{path}: not an rnnstream checkpoint")
+    if payload.get("version") != VERSION:
+        raise CheckpointError(f"{path}: checkpoint version {payload.get('version')}, this rnnstream reads {VERSION}")
+    try:
+        tokenizer = Tokenizer(payload["tokens"])
+        model = AcousticModel(ModelConfig(**payload["model_config"]))
+        model.load_state_dict(payload["state_dict"])
+        features = FeatureConfig(**payload["feature_config"])
+    except (KeyError, TypeError, RuntimeError, ValueError) as e:
+        raise CheckpointError(f"{path}: inconsistent checkpoint ({' '.join(str(e).split())[:200]})") from None
+    model.eval().to(device)
+    return Checkpoint(model=model, features=features, tokenizer=tokenizer, meta=payload.get("meta", {}))

@@ -1,0 +1,169 @@
+"""Incremental CTC decoding: greedy and beam search (flashlight, optionally with a lexicon and an LM).
+
+Both decoders take log-probabilities a few steps at a time, can report the best hypothesis so far,
+and time every token by the absolute model step at which it was emitted, so results do not depend on
+how the audio was chunked.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+
+import torch
+
+from .tokens import Tokenizer
+
+
+@dataclass(frozen=True)
+class DecodeOptions:
+    beam: int = 0  # 0: greedy; otherwise beam search with this many hypotheses
+    beam_threshold: float = 25.0
+    lexicon: str | None = None  # file of "word s p e l l i n g |" lines; restricts output to its words
+    lm: str | None = None  # KenLM binary or ARPA file (word-level with a lexicon)
+    lm_weight: float = 2.0
+    word_score: float = 0.0
+
+
+@dataclass
+class Word:
+    word: str
+    start: float
+    end: float
+    confidence: float
+
+
+@dataclass
+class Hypothesis:
+    text: str = ""
+    words: list[Word] = field(default_factory=list)
+
+
+@dataclass
+class _Emission:
+    token: int
+    first: int  # absolute model step
+    last: int
+    prob: float  # peak posterior over the steps of the token
+
+
+def _words(emissions: list[_Emission], tokenizer: Tokenizer, step_seconds: float) -> Hypothesis:
+    """Group token emissions into words with times and a confidence (geometric mean of token peaks)."""
+    words: list[Word] = []
+    current: list[_Emission] = []
+
+    def close() -> None:
+        if current:
+            text = "".join(tokenizer.tokens[e.token] for e in current)
+            conf = math.exp(sum(math.log(max(e.prob, 1e-12)) for e in current) / len(current))
+            start, end = current[0].first * step_seconds, (current[-1].last + 1) * step_seconds
+            words.append(Word(text, round(start, 3), round(end, 3), conf))
+            current.clear()
+
+    for e in emissions:
+        if e.token == tokenizer.boundary:
+            close()
+        else:
+            current.append(e)
+    close()
+    return Hypothesis(" ".join(w.word for w in words), words)
+
+
+class GreedyDecoder:
+    """Best path decoding, kept incrementally so a partial result costs nothing extra."""
+
+    def __init__(self, tokenizer: Tokenizer, step_seconds: float):
+        self.tokenizer = tokenizer
+        self.step_seconds = step_seconds
+        self._prev = tokenizer.blank
+        self._emissions: list[_Emission] = []
+
+    def accept(self, log_probs: torch.Tensor, first_step: int) -> None:
+        probs, ids = log_probs.max(-1)
+        for i, (k, lp) in enumerate(zip(ids.tolist(), probs.exp().tolist())):
+            if k != self.tokenizer.blank:
+                if k == self._prev and self._emissions:
+                    last = self._emissions[-1]
+                    last.last, last.prob = first_step + i, max(last.prob, lp)
+                else:
+                    self._emissions.append(_Emission(k, first_step + i, first_step + i, lp))
+            self._prev = k
+
+    def partial(self) -> Hypothesis:
+        return _words(self._emissions, self.tokenizer, self.step_seconds)
+
+    def finish(self) -> Hypothesis:
+        hyp = self.partial()
+        self._emissions = []
+        return hyp
+
+
+class BeamDecoder:
+    """flashlight's CTC beam search through torchaudio, stepped incrementally per utterance."""
+
+    def __init__(self, tokenizer: Tokenizer, step_seconds: float, options: DecodeOptions):
+        from torchaudio.models.decoder import ctc_decoder
+
+        self.tokenizer = tokenizer
+        self.step_seconds = step_seconds
+        self._decoder = ctc_decoder(
+            lexicon=options.lexicon,
+            tokens=tokenizer.tokens,
+            lm=options.lm,
+            beam_size=options.beam,
+            beam_threshold=options.beam_threshold,
+            lm_weight=options.lm_weight,
+            word_score=options.word_score,
+            blank_token=tokenizer.tokens[tokenizer.blank],
+            sil_token=tokenizer.tokens[tokenizer.boundary],
+        )
+        self._log_probs: list[torch.Tensor] = []
+        self._first_step = 0
+        self._started = False
+
+    def accept(self, log_probs: torch.Tensor, first_step: int) -> None:
+        if not self._started:
+            self._decoder.decode_begin()
+            self._first_step, self._started = first_step, True
+        if len(log_probs):
+            log_probs = log_probs.to(torch.float32).contiguous()
+            self._log_probs.append(log_probs)
+            self._decoder.decode_step(log_probs)
+
+    def partial(self) -> Hypothesis:
+        if not self._started:
+            return Hypothesis()
+        return self._hypothesis(self._decoder.decoder.get_best_hypothesis())
+
+    def finish(self) -> Hypothesis:
+        if not self._started:
+            return Hypothesis()
+        self._decoder.decode_end()
+        results = self._decoder.decoder.get_all_final_hypothesis()
+        hyp = self._hypothesis(results[0]) if results else Hypothesis()
+        self._log_probs, self._started = [], False
+        return hyp
+
+    def _hypothesis(self, result) -> Hypothesis:
+        # result.tokens is the frame-level path with a sentinel at each end.
+        path = list(result.tokens)[1 : 1 + sum(len(x) for x in self._log_probs)]
+        if not path:
+            return Hypothesis()
+        log_probs = torch.cat(self._log_probs)
+        emissions: list[_Emission] = []
+        prev = self.tokenizer.blank
+        for t, k in enumerate(path):
+            if k != self.tokenizer.blank:
+                p = float(log_probs[t, k].exp())
+                if k == prev and emissions:
+                    emissions[-1].last, emissions[-1].prob = self._first_step + t, max(emissions[-1].prob, p)
+                else:
+                    emissions.append(_Emission(k, self._first_step + t, self._first_step + t, p))
+            prev = k
+        return _words(emissions, self.tokenizer, self.step_seconds)
+
+
+def make_decoder(tokenizer: Tokenizer, step_seconds: float, options: DecodeOptions) -> GreedyDecoder | BeamDecoder:
+    if options.beam > 0:
+        return BeamDecoder(tokenizer, step_seconds, options)
+    return GreedyDecoder(tokenizer, step_seconds)

@@ -1,0 +1,103 @@
+"""A sequence batcher: many streams' recurrent states in slots, stepped together in one model call."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Hashable
+
+import torch
+
+from models.model import AcousticModel
+
+
+class SlotsFull(RuntimeError):
+    """Every state slot is taken: the caller must wait (backpressure) or end a stream."""
+
+
+class SequenceBatcher:
+    """Owns a [layers, slots, hidden] state on the model's device; a stream holds one slot from start to end.
+
+    Streams that go quiet for `idle_timeout` seconds are expired so a vanished client cannot hold a
+    slot forever; `expire()` says which.
+    """
+
+    def __init__(
+        self,
+        model: AcousticModel,
+        slots: int = 64,
+        max_slots: int = 4096,
+        idle_timeout: float | None = None,
+        clock: Callable[[], float] = time.monotonic,
+    ):
+        self.model = model
+        self.max_slots = max_slots
+        self.idle_timeout = idle_timeout
+        self.clock = clock
+        h, c = model.initial_state(slots)
+        self.h, self.c = h, c
+        self._free = list(range(slots - 1, -1, -1))
+        self._slot: dict[Hashable, int] = {}
+        self._last_used: dict[Hashable, float] = {}
+
+    def __contains__(self, key: Hashable) -> bool:
+        return key in self._slot
+
+    @property
+    def active(self) -> int:
+        return len(self._slot)
+
+    def start(self, key: Hashable) -> None:
+        if key in self._slot:
+            raise KeyError(f"stream {key!r} already started")
+        if not self._free:
+            self._grow()
+        slot = self._free.pop()
+        self.h[:, slot] = 0
+        self.c[:, slot] = 0
+        self._slot[key] = slot
+        self._last_used[key] = self.clock()
+
+    def end(self, key: Hashable) -> None:
+        self._free.append(self._slot.pop(key))
+        del self._last_used[key]
+
+    def expire(self) -> list[Hashable]:
+        """End and return the streams idle for longer than idle_timeout."""
+        if self.idle_timeout is None:
+            return []
+        now = self.clock()
+        idle = [k for k, t in self._last_used.items() if now - t > self.idle_timeout]
+        for key in idle:
+            self.end(key)
+        return idle
+
+    @torch.no_grad()
+    def step(self, inputs: dict[Hashable, torch.Tensor]) -> dict[Hashable, torch.Tensor]:
+        """{stream: frames [steps * stack, n_mels]} -> {stream: log_probs [steps, n_tokens] on the CPU}."""
+        now = self.clock()
+        for key in inputs:
+            self._last_used[key] = now
+        ready = {k: x for k, x in inputs.items() if len(x)}
+        out = {k: torch.zeros(0, self.model.cfg.n_tokens) for k in inputs if k not in ready}
+        if not ready:
+            return out
+        keys = list(ready)
+        stack = self.model.cfg.stack
+        lengths = torch.tensor([len(ready[k]) // stack for k in keys])
+        device = self.h.device
+        x = torch.nn.utils.rnn.pad_sequence([ready[k] for k in keys], batch_first=True).to(device)
+        idx = torch.tensor([self._slot[k] for k in keys], device=device)
+        log_probs, (h, c) = self.model(x, (self.h[:, idx], self.c[:, idx]), lengths)
+        self.h[:, idx], self.c[:, idx] = h, c
+        log_probs = log_probs.cpu()
+        out.update({k: log_probs[i, : lengths[i]] for i, k in enumerate(keys)})
+        return out
+
+    def _grow(self) -> None:
+        n = self.h.shape[1]
+        if n >= self.max_slots:
+            raise SlotsFull(f"all {n} stream slots are in use")
+        extra = min(n, self.max_slots - n)
+        h, c = self.model.initial_state(extra)
+        self.h, self.c = torch.cat([self.h, h], 1), torch.cat([self.c, c], 1)
+        self._free.extend(range(n + extra - 1, n - 1, -1))

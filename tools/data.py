@@ -1,0 +1,140 @@
+"""Training data: manifests and generators mixed by weight, augmented, featurised, batched.
+
+Batch b is drawn from a generator seeded by (seed, b), so a resumed run sees exactly the batches the
+uninterrupted run would have seen.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import soundfile as sf
+import soxr
+import torch
+
+from models.features import LogMel
+from models.tokens import Tokenizer, normalize_text
+
+from .augment import AugmentConfig, augment_audio
+
+
+def read_manifest(path: str | Path) -> list[dict]:
+    """JSON lines {"audio", "text", "duration"}; audio paths are relative to the manifest's folder."""
+    path = Path(path)
+    rows = []
+    for line in path.read_text().splitlines():
+        if line.strip():
+            row = json.loads(line)
+            row["audio"] = str((path.parent / row["audio"]).resolve())
+            rows.append(row)
+    return rows
+
+
+def load_audio(path: str, rate: int) -> np.ndarray:
+    audio, sr = sf.read(path, dtype="float32", always_2d=True)
+    audio = audio.mean(axis=1)
+    return soxr.resample(audio, sr, rate).astype(np.float32) if sr != rate else audio
+
+
+class ManifestSource:
+    def __init__(self, path: str, max_duration: float = 30.0):
+        self.rows = [r for r in read_manifest(path) if r.get("duration", 0) <= max_duration]
+        if not self.rows:
+            raise ValueError(f"{path}: no utterances")
+
+    def sample(self, rng: np.random.Generator, rate: int) -> tuple[np.ndarray, str]:
+        row = self.rows[rng.integers(len(self.rows))]
+        return load_audio(row["audio"], rate), row["text"]
+
+
+class FsddConnectedSource:
+    """Connected digit strings joined from one FSDD speaker's isolated clips (tools/digits_data.py)."""
+
+    def __init__(self, root: str, speakers: list[str] | None = None, min_digits: int = 1, max_digits: int = 16):
+        from .digits_data import fsdd_clips
+
+        self.clips = fsdd_clips(root, speakers)
+        self.min_digits, self.max_digits = min_digits, max_digits
+
+    def sample(self, rng: np.random.Generator, rate: int) -> tuple[np.ndarray, str]:
+        from .digits_data import connected_utterance
+
+        return connected_utterance(self.clips, rng, rate, self.min_digits, self.max_digits)
+
+
+def make_source(spec: dict) -> ManifestSource | FsddConnectedSource:
+    spec = dict(spec)
+    kind = spec.pop("type")
+    spec.pop("weight", None)
+    if kind == "manifest":
+        return ManifestSource(**spec)
+    if kind == "fsdd_connected":
+        return FsddConnectedSource(**spec)
+    raise ValueError(f"unknown data source type {kind!r}")
+
+
+@dataclass
+class Batch:
+    features: torch.Tensor  # [batch, frames, n_mels], zero padded
+    frames: torch.Tensor  # [batch] valid frames
+    targets: torch.Tensor  # [sum of target lengths]
+    target_lengths: torch.Tensor
+    texts: list[str]
+
+
+class BatchStream(torch.utils.data.IterableDataset):
+    """Endless batches from `start` on; each batch a pure function of (seed, index)."""
+
+    def __init__(
+        self,
+        sources: list[dict],
+        logmel: LogMel,
+        tokenizer: Tokenizer,
+        batch_size: int,
+        seed: int,
+        augment: AugmentConfig | None,
+        start: int = 0,
+    ):
+        self.specs = sources
+        self.logmel, self.tokenizer = logmel, tokenizer
+        self.batch_size, self.seed, self.augment, self.start = batch_size, seed, augment, start
+        self._sources = None
+
+    def __iter__(self) -> Iterator[Batch]:
+        info = torch.utils.data.get_worker_info()
+        workers, worker = (info.num_workers, info.id) if info else (1, 0)
+        if self._sources is None:
+            self._sources = [make_source(s) for s in self.specs]
+        index = self.start + worker
+        while True:
+            yield self.batch(index)
+            index += workers
+
+    def batch(self, index: int, purpose: int = 0) -> Batch:
+        """purpose 0: training batches; other values draw independent batches (e.g. for statistics)."""
+        if self._sources is None:
+            self._sources = [make_source(s) for s in self.specs]
+        rng = np.random.default_rng([self.seed, purpose, index])
+        weights = np.array([s.get("weight", 1.0) for s in self.specs], dtype=np.float64)
+        rate = self.logmel.cfg.sample_rate
+        feats, texts = [], []
+        for _ in range(self.batch_size):
+            source = self._sources[rng.choice(len(weights), p=weights / weights.sum())]
+            audio, text = source.sample(rng, rate)
+            if self.augment is not None:
+                audio = augment_audio(audio, rate, self.augment, rng)
+            with torch.no_grad():
+                feats.append(self.logmel(torch.from_numpy(np.ascontiguousarray(audio))))
+            texts.append(normalize_text(text))
+        targets = [torch.tensor(self.tokenizer.encode(t), dtype=torch.long) for t in texts]
+        return Batch(
+            features=torch.nn.utils.rnn.pad_sequence(feats, batch_first=True),
+            frames=torch.tensor([len(f) for f in feats]),
+            targets=torch.cat(targets),
+            target_lengths=torch.tensor([len(t) for t in targets]),
+            texts=texts,
+        )

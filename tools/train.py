@@ -1,0 +1,177 @@
+"""Train an LSTM-CTC acoustic model from a YAML config and write an rnnstream checkpoint.
+
+    python tools/train.py configs/digits.yaml --out models/bundled/digits.pt [--resume] [--set train.steps=200]
+
+Runs unchanged on CPU or GPU (bf16 autocast on CUDA). A training state is saved to the run folder every
+`checkpoint_every` steps; `--resume` continues from it with the same batches the first run would have seen.
+"""
+
+from __future__ import annotations
+
+import argparse
+import math
+import random
+import sys
+import time
+from dataclasses import fields
+from pathlib import Path
+
+import numpy as np
+import torch
+import yaml
+from tqdm import tqdm
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from models.checkpoint import Checkpoint, save_checkpoint  # noqa: E402
+from models.features import FeatureConfig, LogMel  # noqa: E402
+from models.model import AcousticModel, ModelConfig  # noqa: E402
+from models.tokens import CHARACTERS, Tokenizer  # noqa: E402
+from tools.augment import AugmentConfig, spec_augment  # noqa: E402
+from tools.data import Batch, BatchStream  # noqa: E402
+
+
+def load_config(path: str | Path, overrides: list[str] = ()) -> dict:
+    """YAML config with `a.b=value` overrides (values parsed as YAML)."""
+    cfg = yaml.safe_load(Path(path).read_text())
+    for item in overrides:
+        key, value = item.split("=", 1)
+        node = cfg
+        *parents, leaf = key.split(".")
+        for p in parents:
+            node = node.setdefault(p, {})
+        node[leaf] = yaml.safe_load(value)
+    return cfg
+
+
+def _dataclass(cls, values: dict | None):
+    names = {f.name for f in fields(cls)}
+    unknown = set(values or {}) - names
+    if unknown:
+        raise ValueError(f"unknown {cls.__name__} keys: {sorted(unknown)}")
+    return cls(**{k: tuple(v) if isinstance(v, list) else v for k, v in (values or {}).items()})
+
+
+def _device(name: str) -> torch.device:
+    return torch.device("cuda" if name == "auto" and torch.cuda.is_available() else ("cpu" if name == "auto" else name))
+
+
+def feature_stats(stream: BatchStream, batches: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """Global mean / std per mel bin over some training batches: fixed statistics that stream."""
+    total, total_sq, count = 0.0, 0.0, 0
+    for i in range(batches):
+        b = stream.batch(i, purpose=1)
+        mask = torch.arange(b.features.shape[1])[None] < b.frames[:, None]
+        x = b.features[mask]
+        total, total_sq, count = total + x.sum(0), total_sq + (x.double() ** 2).sum(0), count + len(x)
+    mean = total / count
+    std = (total_sq / count - mean.double() ** 2).clamp_min(1e-8).sqrt().float()
+    return mean.float(), std
+
+
+def ctc_loss(model: AcousticModel, batch: Batch, device: torch.device, augment: AugmentConfig | None, amp: bool):
+    stack = model.cfg.stack
+    frames = batch.features[:, : batch.features.shape[1] // stack * stack].to(device)
+    if augment is not None:
+        normalized = spec_augment((frames - model.feature_mean) / model.feature_std, augment)
+        frames = normalized * model.feature_std + model.feature_mean
+    steps = (batch.frames // stack).clamp_min(1)
+    with torch.autocast(device.type, dtype=torch.bfloat16, enabled=amp):
+        log_probs, _ = model(frames, None, steps)
+    return torch.nn.functional.ctc_loss(
+        log_probs.float().transpose(0, 1), batch.targets, steps, batch.target_lengths, zero_infinity=True
+    )
+
+
+def train(cfg: dict, out: str | Path, run_dir: str | Path, resume: bool = False, progress: bool = True) -> Path:
+    t0 = time.time()
+    seed = cfg.get("seed", 0)
+    torch.manual_seed(seed)
+    random.seed(seed)
+    tcfg = cfg.get("train", {})
+    device = _device(tcfg.get("device", "auto"))
+    if "threads" in tcfg:
+        torch.set_num_threads(tcfg["threads"])
+    amp = bool(tcfg.get("amp", True)) and device.type == "cuda"
+    fcfg = _dataclass(FeatureConfig, cfg.get("features"))
+    tokenizer = Tokenizer(cfg.get("tokens", CHARACTERS))
+    mcfg = _dataclass(ModelConfig, {**cfg.get("model", {}), "n_mels": fcfg.n_mels, "n_tokens": len(tokenizer)})
+    augment = _dataclass(AugmentConfig, cfg["augment"]) if cfg.get("augment") is not None else None
+    logmel = LogMel(fcfg)
+    steps_total = int(tcfg.get("steps", 1000))
+    stream = BatchStream(cfg["data"]["train"], logmel, tokenizer, int(tcfg.get("batch_size", 32)), seed, augment)
+
+    model = AcousticModel(mcfg).to(device)
+    opt = torch.optim.AdamW(model.parameters(), lr=float(tcfg.get("lr", 2e-3)), weight_decay=float(tcfg.get("weight_decay", 0.01)))
+    sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=float(tcfg.get("lr", 2e-3)), total_steps=steps_total, pct_start=0.1)
+    run_dir = Path(run_dir)
+    state_path = run_dir / "train_state.pt"
+    step = 0
+    if resume and state_path.exists():
+        state = torch.load(state_path, map_location=device, weights_only=False)
+        model.load_state_dict(state["model"])
+        opt.load_state_dict(state["optimizer"])
+        sched.load_state_dict(state["scheduler"])
+        step = state["step"]
+        t0 -= state["elapsed"]
+    else:
+        mean, std = feature_stats(stream, int(tcfg.get("stats_batches", 8)))
+        model.feature_mean.copy_(mean.to(device))
+        model.feature_std.copy_(std.to(device))
+
+    stream.start = step
+    workers = int(tcfg.get("workers", 1))
+    loader = torch.utils.data.DataLoader(
+        stream, batch_size=None, num_workers=workers, prefetch_factor=4 if workers else None,
+        worker_init_fn=lambda _: torch.set_num_threads(1),
+    )
+    max_seconds = float(tcfg.get("max_minutes", math.inf)) * 60
+    every = int(tcfg.get("checkpoint_every", 200))
+    bar = tqdm(total=steps_total, initial=step, disable=not progress, desc="train", dynamic_ncols=True,
+               mininterval=1 if sys.stderr.isatty() else 30)
+    model.train()
+    smooth = None
+    for batch in loader:
+        if step >= steps_total or time.time() - t0 > max_seconds:
+            break
+        loss = ctc_loss(model, batch, device, augment, amp)
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(model.parameters(), float(tcfg.get("clip", 5.0)))
+        opt.step()
+        sched.step()
+        step += 1
+        smooth = loss.item() if smooth is None else 0.95 * smooth + 0.05 * loss.item()
+        bar.update(1)
+        bar.set_postfix(loss=f"{smooth:.3f}", lr=f"{sched.get_last_lr()[0]:.2e}")
+        if step % every == 0 or step == steps_total:
+            run_dir.mkdir(parents=True, exist_ok=True)
+            torch.save(
+                {"model": model.state_dict(), "optimizer": opt.state_dict(), "scheduler": sched.state_dict(),
+                 "step": step, "elapsed": time.time() - t0},
+                state_path,
+            )
+    bar.close()
+    model.eval().cpu()
+    meta = {"config": cfg, "steps": step, "train_seconds": round(time.time() - t0, 1), "final_loss": smooth,
+            "device": str(device), "torch": torch.__version__}
+    save_checkpoint(Checkpoint(model, fcfg, tokenizer, meta), out)
+    return Path(out)
+
+
+def main(argv: list[str] | None = None) -> None:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("config")
+    p.add_argument("--out", required=True, help="checkpoint to write")
+    p.add_argument("--run-dir", help="training state folder (default: runs/<config name>)")
+    p.add_argument("--resume", action="store_true")
+    p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="override a config value")
+    args = p.parse_args(argv)
+    cfg = load_config(args.config, args.set)
+    run_dir = args.run_dir or f"runs/{Path(args.config).stem}"
+    path = train(cfg, args.out, run_dir, resume=args.resume)
+    print(f"wrote {path}")
+
+
+if __name__ == "__main__":
+    main()
