@@ -52,7 +52,7 @@ class LogMel(torch.nn.Module):
     def forward(self, samples: torch.Tensor) -> torch.Tensor:
         """[..., samples] -> [..., frames, n_mels]; trailing samples short of a window are ignored."""
         frames = samples.unfold(-1, self.cfg.win_length, self.cfg.hop_length) * self.window
-        power = torch.fft.rfft(frames, n=self.cfg.n_fft).abs().pow(2)
+        power = torch.fft.rfft(frames, n=self.cfg.n_fft).abs().square()
         return torch.log(power @ self.fbank + self.cfg.log_floor)
 
 

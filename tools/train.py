@@ -77,7 +77,8 @@ def ctc_loss(model: AcousticModel, batch: Batch, device: torch.device, augment: 
         frames = normalized * model.feature_std + model.feature_mean
     steps = (batch.frames // stack).clamp_min(1)
     with torch.autocast(device.type, dtype=torch.bfloat16, enabled=amp):
-        log_probs, _ = model(frames, None, steps)
+        # No packing: in a unidirectional LSTM the padding after a sequence cannot reach its outputs.
+        log_probs, _ = model(frames, None)
     return torch.nn.functional.ctc_loss(
         log_probs.float().transpose(0, 1), batch.targets, steps, batch.target_lengths, zero_infinity=True
     )

@@ -1,0 +1,95 @@
+"""Many streams in one batched model call, and endpointing on real audio."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import soundfile as sf
+import torch
+
+from conftest import FSDD, chunked
+from stream.batcher import SequenceBatcher, SlotsFull
+
+
+def _clip(name: str) -> tuple[np.ndarray, int]:
+    audio, rate = sf.read(FSDD / name, dtype="float32")
+    return audio, rate
+
+
+def test_batched_streams_match_separate_sessions(recognizer, digits_audio):
+    """Streams of different lengths and chunkings, stepped together, give each stream's own result."""
+    streams = {
+        "a": (digits_audio[0], 16000, [2560]),
+        "b": (*_clip("5_nicolas_3.wav"), [1280, 37]),
+        "c": (*_clip("9_george_40.wav"), [999]),
+    }
+    batcher = SequenceBatcher(recognizer.model, slots=2)  # grows to fit the third stream
+    fronts = {k: recognizer.frontend(rate) for k, (_, rate, _) in streams.items()}
+    backs = {k: recognizer.backend() for k in streams}
+    chunks = {k: list(chunked(audio, sizes)) for k, (audio, _, sizes) in streams.items()}
+    events = {k: [] for k in streams}
+    for k in streams:
+        batcher.start(k)
+    for i in range(max(len(c) for c in chunks.values()) + 1):
+        frames = {}
+        for k in streams:
+            if i < len(chunks[k]):
+                frames[k] = fronts[k].accept(chunks[k][i])
+            elif i == len(chunks[k]):
+                frames[k] = fronts[k].accept(np.zeros(0, np.float32), last=True)
+        for k, log_probs in batcher.step(frames).items():
+            events[k] += backs[k].accept(log_probs)
+    for k in streams:
+        events[k] += backs[k].finish()
+        batcher.end(k)
+    assert batcher.active == 0
+
+    for k, (audio, rate, _) in streams.items():
+        session = recognizer.session(rate)
+        alone = session.accept(audio) + session.finish()
+        finals = lambda evs: [(e.text, [(w.word, w.start, w.end) for w in e.words]) for e in evs if e.type == "final"]
+        assert finals(events[k]) == finals(alone), k
+        assert finals(alone), k
+
+
+def test_batcher_slots_are_bounded_and_expire_when_idle(recognizer):
+    now = [0.0]
+    batcher = SequenceBatcher(recognizer.model, slots=1, max_slots=2, idle_timeout=5.0, clock=lambda: now[0])
+    batcher.start("a")
+    batcher.start("b")
+    with pytest.raises(SlotsFull):
+        batcher.start("c")
+    frames = torch.zeros(6, recognizer.model.cfg.n_mels)
+    now[0] = 4.0
+    batcher.step({"a": frames})
+    now[0] = 7.0
+    assert batcher.expire() == ["b"]
+    batcher.start("c")  # the freed slot is reused, with a fresh state
+    assert batcher.active == 2
+
+
+def test_endpointing_splits_long_audio_into_segments(recognizer):
+    """Three digit strings with 3 s pauses become three segments with increasing times."""
+    parts = []
+    for name in ("1_jackson_3.wav", "8_jackson_9.wav", "6_jackson_1.wav"):
+        audio, _ = sf.read(FSDD / name, dtype="float32")
+        parts += [audio, np.zeros(8000 * 3, np.float32)]
+    audio = np.concatenate(parts)
+    session = recognizer.session(8000)
+    finals = [e for e in session.accept(audio) + session.finish() if e.type == "final"]
+    assert len(finals) == 3
+    assert [f.start for f in finals] == sorted(f.start for f in finals)
+    assert finals[0].end < finals[1].start and finals[1].end < finals[2].start
+    assert finals[1].start > 3.0
+
+
+def test_partials_grow_into_the_final(recognizer, digits_audio):
+    session = recognizer.session(16000)
+    events = []
+    for chunk in chunked(digits_audio[0], [2560]):
+        events += session.accept(chunk)
+    events += session.finish()
+    partials = [e for e in events if e.type == "partial"]
+    finals = [e for e in events if e.type == "final"]
+    assert partials and len(finals) == 1
+    assert len(partials[-1].text) <= len(finals[0].text)

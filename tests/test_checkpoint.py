@@ -1,0 +1,47 @@
+"""Checkpoints carry everything the recognizer needs, and bad files fail clearly."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from models.checkpoint import CheckpointError, load_checkpoint, save_checkpoint
+
+
+def test_round_trip_keeps_weights_features_tokens(tmp_path):
+    ckpt = load_checkpoint("digits")
+    path = tmp_path / "copy.pt"
+    save_checkpoint(ckpt, path)
+    again = load_checkpoint(path)
+    assert again.features == ckpt.features
+    assert again.tokenizer.tokens == ckpt.tokenizer.tokens
+    assert again.model.cfg == ckpt.model.cfg
+    for (k, a), (_, b) in zip(ckpt.model.state_dict().items(), again.model.state_dict().items()):
+        assert torch.equal(a, b), k
+    assert float(again.model.feature_std.min()) > 0  # normalisation statistics travel with the weights
+
+
+@pytest.mark.parametrize(
+    "payload, message",
+    [
+        ({"hello": "world"}, "not an rnnstream checkpoint"),
+        ({"format": "rnnstream-checkpoint", "version": 99}, "version 99"),
+        ({"format": "rnnstream-checkpoint", "version": 1, "tokens": ["a"]}, "inconsistent"),
+    ],
+)
+def test_foreign_files_are_rejected_with_a_reason(tmp_path, payload, message):
+    path = tmp_path / "bad.pt"
+    torch.save(payload, path)
+    with pytest.raises(CheckpointError, match=message):
+        load_checkpoint(path)
+
+
+def test_garbage_and_missing_files(tmp_path):
+    garbage = tmp_path / "garbage.pt"
+    garbage.write_bytes(b"\x00" * 100)
+    with pytest.raises(CheckpointError, match="not a readable checkpoint"):
+        load_checkpoint(garbage)
+    with pytest.raises(CheckpointError, match="no such checkpoint"):
+        load_checkpoint(tmp_path / "nope.pt")
+    with pytest.raises(CheckpointError, match="no bundled model"):
+        load_checkpoint("klingon")

@@ -1,0 +1,109 @@
+"""Exact streaming: any chunking of the same audio gives the same features, model outputs and events."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import soundfile as sf
+import torch
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from conftest import DATA, FSDD, chunked
+
+CHUNKINGS = st.lists(st.integers(min_value=1, max_value=6000), min_size=1, max_size=12)
+SETTINGS = settings(max_examples=20, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+
+
+def _arctic() -> tuple[np.ndarray, int]:
+    audio, rate = sf.read(DATA / "arctic-cathy" / "audio" / "arctic_a0001_1592748574.flac", dtype="float32")
+    return audio, rate
+
+
+def _frontend_frames(recognizer, audio, rate, sizes):
+    fe = recognizer.frontend(rate)
+    parts = [fe.accept(c) for c in chunked(audio, sizes)] + [fe.accept(np.zeros(0, np.float32), last=True)]
+    return torch.cat(parts)
+
+
+@SETTINGS
+@given(sizes=CHUNKINGS)
+def test_features_match_whole_file_for_any_chunking(recognizer, sizes):
+    # 8 kHz FSDD audio: exercises the resampler's carried state as well as the framing.
+    audio, rate = sf.read(FSDD / "7_jackson_12.wav", dtype="int16")
+    whole = _frontend_frames(recognizer, audio, rate, [len(audio)])
+    streamed = _frontend_frames(recognizer, audio, rate, sizes)
+    assert whole.shape == streamed.shape and len(whole) > 0
+    torch.testing.assert_close(streamed, whole, atol=1e-4, rtol=1e-5)
+
+
+def _run(recognizer, audio, rate, sizes):
+    session = recognizer.session(rate)
+    events, log_probs = [], []
+    forward = session.recognizer.forward
+
+    def recording_forward(frames, state):
+        lp, state = forward(frames, state)
+        log_probs.append(lp)
+        return lp, state
+
+    session.recognizer = _Proxy(session.recognizer, forward=recording_forward)
+    for chunk in chunked(audio, sizes):
+        events += session.accept(chunk)
+    events += session.finish()
+    return events, torch.cat(log_probs) if log_probs else torch.zeros(0)
+
+
+class _Proxy:
+    """The recognizer with one method replaced, to observe the model outputs of a session."""
+
+    def __init__(self, inner, **overrides):
+        self._inner, self._overrides = inner, overrides
+
+    def __getattr__(self, name):
+        return self._overrides.get(name) or getattr(self._inner, name)
+
+
+def _finals(events):
+    return [(e.text, [(w.word, w.start, w.end) for w in e.words]) for e in events if e.type == "final"]
+
+
+def _assert_same(a, b):
+    (events_a, lp_a), (events_b, lp_b) = a, b
+    assert lp_a.shape == lp_b.shape
+    torch.testing.assert_close(lp_a, lp_b, atol=1e-4, rtol=1e-4)
+    assert _finals(events_a) == _finals(events_b)
+    conf_a = [w.confidence for e in events_a if e.type == "final" for w in e.words]
+    conf_b = [w.confidence for e in events_b if e.type == "final" for w in e.words]
+    np.testing.assert_allclose(conf_a, conf_b, atol=1e-4)
+
+
+@SETTINGS
+@given(sizes=CHUNKINGS)
+def test_greedy_events_match_whole_file_for_any_chunking(recognizer, digits_audio, sizes):
+    audio, text = digits_audio
+    whole = _run(recognizer, audio, 16000, [len(audio)])
+    assert _finals(whole[0]), "the model should hear the digits"
+    _assert_same(_run(recognizer, audio, 16000, sizes), whole)
+
+
+@settings(max_examples=8, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(sizes=CHUNKINGS)
+def test_beam_events_match_whole_file_for_any_chunking(recognizer, digits_audio, sizes):
+    beam = recognizer.with_options(beam=8)
+    audio, _ = digits_audio
+    _assert_same(_run(beam, audio, 16000, sizes), _run(beam, audio, 16000, [len(audio)]))
+
+
+def test_speech_beyond_the_model_vocabulary_streams_exactly(recognizer):
+    # Read English through the digits model: not its task, but chunking must still change nothing.
+    audio, rate = _arctic()
+    whole = _run(recognizer, audio, rate, [len(audio)])
+    _assert_same(_run(recognizer, audio, rate, [1601, 37, 4000]), whole)
+
+
+@pytest.mark.parametrize("chunk", [1, 160, 2560])
+def test_tiny_chunks_and_samples_one_by_one(recognizer, digits_audio, chunk):
+    audio, _ = digits_audio
+    audio = audio[: 16000 * 2]
+    _assert_same(_run(recognizer, audio, 16000, [chunk]), _run(recognizer, audio, 16000, [len(audio)]))
