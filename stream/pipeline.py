@@ -52,12 +52,30 @@ class FrontEnd:
 
     def accept(self, samples: np.ndarray, last: bool = False) -> torch.Tensor:
         """-> [steps * stack, n_mels]; frames short of a whole step wait for the next chunk."""
-        mono = self.converter.accept(samples, last=last)
-        frames = self.features.accept(torch.from_numpy(mono))
+        with torch.no_grad():
+            return self.stack_frames(self.features.logmel.from_windows(self.windows(samples, last)))
+
+    def windows(self, samples: np.ndarray, last: bool = False) -> torch.Tensor:
+        """First half of `accept`: converted audio cut into frames [n, win_length]."""
+        return self.features.windows(torch.from_numpy(self.converter.accept(samples, last=last)))
+
+    def stack_frames(self, frames: torch.Tensor) -> torch.Tensor:
+        """Second half of `accept`: log-mel frames -> the whole model steps now ready."""
         pending = torch.cat([self._pending, frames]) if len(self._pending) else frames
         ready = len(pending) // self.stack * self.stack
         self._pending = pending[ready:]
         return pending[:ready]
+
+
+@torch.no_grad()
+def accept_many(frontends: list[FrontEnd], chunks: list[np.ndarray], last: bool = False) -> list[torch.Tensor]:
+    """`accept` for many streams with one log-mel call over all their frames: per-stream work stays
+    tiny (buffering), and the transform runs once per tick instead of once per stream."""
+    if not frontends:
+        return []
+    windows = [fe.windows(chunk, last) for fe, chunk in zip(frontends, chunks)]
+    frames = frontends[0].features.logmel.from_windows(torch.cat(windows))
+    return [fe.stack_frames(f) for fe, f in zip(frontends, frames.split([len(w) for w in windows]))]
 
 
 class BackEnd:

@@ -23,7 +23,7 @@ from tqdm import tqdm
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from models.checkpoint import Checkpoint, save_checkpoint  # noqa: E402
+from models.checkpoint import Checkpoint, load_checkpoint, save_checkpoint  # noqa: E402
 from models.features import FeatureConfig, LogMel  # noqa: E402
 from models.model import AcousticModel, ModelConfig  # noqa: E402
 from models.tokens import CHARACTERS, Tokenizer  # noqa: E402
@@ -84,7 +84,28 @@ def ctc_loss(model: AcousticModel, batch: Batch, device: torch.device, augment: 
     )
 
 
-def train(cfg: dict, out: str | Path, run_dir: str | Path, resume: bool = False, progress: bool = True) -> Path:
+def _configs(cfg: dict) -> tuple[FeatureConfig, Tokenizer, ModelConfig]:
+    fcfg = _dataclass(FeatureConfig, cfg.get("features"))
+    tokenizer = Tokenizer(cfg.get("tokens", CHARACTERS))
+    mcfg = _dataclass(ModelConfig, {**cfg.get("model", {}), "n_mels": fcfg.n_mels, "n_tokens": len(tokenizer)})
+    return fcfg, tokenizer, mcfg
+
+
+def export_state(cfg: dict, run_dir: str | Path, out: str | Path) -> Path:
+    """Write the run's latest training state as a checkpoint (e.g. to try a model mid-training)."""
+    state = torch.load(Path(run_dir) / "train_state.pt", map_location="cpu", weights_only=False)
+    fcfg, tokenizer, mcfg = _configs(cfg)
+    model = AcousticModel(mcfg)
+    model.load_state_dict(state["model"])
+    meta = {"config": cfg, "steps": state["step"], "train_seconds": round(state["elapsed"], 1), "partial": True}
+    save_checkpoint(Checkpoint(model.eval(), fcfg, tokenizer, meta), out)
+    return Path(out)
+
+
+def train(
+    cfg: dict, out: str | Path, run_dir: str | Path, resume: bool = False, progress: bool = True, stop_at: int | None = None
+) -> Path | None:
+    """Train to `train.steps` and write the checkpoint; `stop_at` interrupts earlier (state saved, None returned)."""
     t0 = time.time()
     seed = cfg.get("seed", 0)
     torch.manual_seed(seed)
@@ -94,9 +115,7 @@ def train(cfg: dict, out: str | Path, run_dir: str | Path, resume: bool = False,
     if "threads" in tcfg:
         torch.set_num_threads(tcfg["threads"])
     amp = bool(tcfg.get("amp", True)) and device.type == "cuda"
-    fcfg = _dataclass(FeatureConfig, cfg.get("features"))
-    tokenizer = Tokenizer(cfg.get("tokens", CHARACTERS))
-    mcfg = _dataclass(ModelConfig, {**cfg.get("model", {}), "n_mels": fcfg.n_mels, "n_tokens": len(tokenizer)})
+    fcfg, tokenizer, mcfg = _configs(cfg)
     augment = _dataclass(AugmentConfig, cfg["augment"]) if cfg.get("augment") is not None else None
     logmel = LogMel(fcfg)
     steps_total = int(tcfg.get("steps", 1000))
@@ -107,14 +126,17 @@ def train(cfg: dict, out: str | Path, run_dir: str | Path, resume: bool = False,
     sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=float(tcfg.get("lr", 2e-3)), total_steps=steps_total, pct_start=0.1)
     run_dir = Path(run_dir)
     state_path = run_dir / "train_state.pt"
-    step = 0
+    step, history = 0, []
     if resume and state_path.exists():
         state = torch.load(state_path, map_location=device, weights_only=False)
         model.load_state_dict(state["model"])
         opt.load_state_dict(state["optimizer"])
         sched.load_state_dict(state["scheduler"])
-        step = state["step"]
+        step, history = state["step"], state["history"]
+        torch.set_rng_state(state["rng"])
         t0 -= state["elapsed"]
+    elif tcfg.get("init"):  # fine-tune: weights and normalisation statistics from another checkpoint
+        model.load_state_dict(load_checkpoint(tcfg["init"]).model.state_dict())
     else:
         mean, std = feature_stats(stream, int(tcfg.get("stats_batches", 8)))
         model.feature_mean.copy_(mean.to(device))
@@ -133,7 +155,7 @@ def train(cfg: dict, out: str | Path, run_dir: str | Path, resume: bool = False,
     model.train()
     smooth = None
     for batch in loader:
-        if step >= steps_total or time.time() - t0 > max_seconds:
+        if step >= steps_total or step == stop_at or time.time() - t0 > max_seconds:
             break
         loss = ctc_loss(model, batch, device, augment, amp)
         opt.zero_grad(set_to_none=True)
@@ -143,18 +165,22 @@ def train(cfg: dict, out: str | Path, run_dir: str | Path, resume: bool = False,
         sched.step()
         step += 1
         smooth = loss.item() if smooth is None else 0.95 * smooth + 0.05 * loss.item()
+        if step % 10 == 1:
+            history.append([step, round(loss.item(), 4)])
         bar.update(1)
         bar.set_postfix(loss=f"{smooth:.3f}", lr=f"{sched.get_last_lr()[0]:.2e}")
-        if step % every == 0 or step == steps_total:
+        if step % every == 0 or step in (steps_total, stop_at):
             run_dir.mkdir(parents=True, exist_ok=True)
             torch.save(
                 {"model": model.state_dict(), "optimizer": opt.state_dict(), "scheduler": sched.state_dict(),
-                 "step": step, "elapsed": time.time() - t0},
+                 "step": step, "elapsed": time.time() - t0, "history": history, "rng": torch.get_rng_state()},
                 state_path,
             )
     bar.close()
+    if step == stop_at and step < steps_total:
+        return None
     model.eval().cpu()
-    meta = {"config": cfg, "steps": step, "train_seconds": round(time.time() - t0, 1), "final_loss": smooth,
+    meta = {"config": cfg, "steps": step, "train_seconds": round(time.time() - t0, 1), "final_loss": smooth, "loss_history": history,
             "device": str(device), "torch": torch.__version__}
     save_checkpoint(Checkpoint(model, fcfg, tokenizer, meta), out)
     return Path(out)
@@ -166,11 +192,15 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--out", required=True, help="checkpoint to write")
     p.add_argument("--run-dir", help="training state folder (default: runs/<config name>)")
     p.add_argument("--resume", action="store_true")
+    p.add_argument("--export", action="store_true", help="only write the run's latest state as a checkpoint")
     p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="override a config value")
     args = p.parse_args(argv)
     cfg = load_config(args.config, args.set)
     run_dir = args.run_dir or f"runs/{Path(args.config).stem}"
-    path = train(cfg, args.out, run_dir, resume=args.resume)
+    if args.export:
+        path = export_state(cfg, run_dir, args.out)
+    else:
+        path = train(cfg, args.out, run_dir, resume=args.resume)
     print(f"wrote {path}")
 
 

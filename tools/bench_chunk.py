@@ -1,0 +1,144 @@
+"""Per-chunk cost of the in-process recognizer: one stream, and many streams batched, on this CPU.
+
+    python tools/bench_chunk.py [--model digits] [--streams 256] [--threads 1]
+
+Prints a JSON line last with the figures BENCHMARKS.md reports: per-chunk time (features, model,
+decoding) for one stream and for N streams stepped in one batched call, the model's FLOPs per second of
+audio, and this machine's measured fp32 matmul GFLOP/s, so the distance from the arithmetic limit shows.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from stream.batcher import SequenceBatcher  # noqa: E402
+from stream.pipeline import accept_many  # noqa: E402
+from stream.session import Recognizer  # noqa: E402
+from tools.digits_data import connected_utterance, fsdd_clips  # noqa: E402
+
+CHUNK_MS = 160
+
+
+def matmul_gflops(n: int = 1024, seconds: float = 1.0) -> float:
+    a, b = torch.randn(n, n), torch.randn(n, n)
+    a @ b
+    reps, t0 = 0, time.perf_counter()
+    while time.perf_counter() - t0 < seconds:
+        a @ b
+        reps += 1
+    return 2 * n**3 * reps / (time.perf_counter() - t0) / 1e9
+
+
+def _audio(n: int, rate: int) -> list[np.ndarray]:
+    """n real connected-digit utterances (FSDD voices), at least 10 s each."""
+    clips = fsdd_clips()
+    rng = np.random.default_rng(0)
+    out = []
+    for _ in range(n):
+        parts, total = [], 0
+        while total < 10 * rate:
+            x, _ = connected_utterance(clips, rng, rate, 8, 16)
+            parts.append(x)
+            total += len(x)
+        out.append(np.concatenate(parts))
+    return out
+
+
+def _percentiles(times: list[float]) -> dict:
+    ms = np.array(times) * 1000
+    return {"median_ms": round(float(np.median(ms)), 3), "p95_ms": round(float(np.percentile(ms, 95)), 3)}
+
+
+def one_stream(recognizer: Recognizer, audio: np.ndarray, rate: int) -> dict:
+    size = rate * CHUNK_MS // 1000
+    fe, be, state = recognizer.frontend(rate), recognizer.backend(), None
+    totals, model = [], []
+    for i in range(0, len(audio) - size + 1, size):
+        t0 = time.perf_counter()
+        frames = fe.accept(audio[i : i + size])
+        t1 = time.perf_counter()
+        log_probs, state = recognizer.forward(frames, state)
+        t2 = time.perf_counter()
+        be.accept(log_probs)
+        totals.append(time.perf_counter() - t0)
+        model.append(t2 - t1)
+    return {"chunk": _percentiles(totals), "model": _percentiles(model), "chunks": len(totals)}
+
+
+def batched(recognizer: Recognizer, audios: list[np.ndarray], rate: int) -> dict:
+    size = rate * CHUNK_MS // 1000
+    n = len(audios)
+    batcher = SequenceBatcher(recognizer.model, slots=n)
+    fes = [recognizer.frontend(rate) for _ in range(n)]
+    bes = [recognizer.backend() for _ in range(n)]
+    for k in range(n):
+        batcher.start(k)
+    feat_t, model_t, dec_t = [], [], []
+    ticks = min(len(a) for a in audios) // size
+    for tick in range(ticks):
+        t0 = time.perf_counter()
+        chunk_frames = accept_many(fes, [a[tick * size : (tick + 1) * size] for a in audios])
+        frames = dict(enumerate(chunk_frames))
+        t1 = time.perf_counter()
+        log_probs = batcher.step(frames)
+        t2 = time.perf_counter()
+        for k in range(n):
+            bes[k].accept(log_probs[k])
+        t3 = time.perf_counter()
+        feat_t.append(t1 - t0)
+        model_t.append(t2 - t1)
+        dec_t.append(t3 - t2)
+    total = [a + b + c for a, b, c in zip(feat_t, model_t, dec_t)]
+    return {
+        "streams": n,
+        "tick": _percentiles(total),
+        "features": _percentiles(feat_t),
+        "model": _percentiles(model_t),
+        "decoding": _percentiles(dec_t),
+        "ticks": ticks,
+        "realtime_streams_per_core": round(n * CHUNK_MS / 1000 / float(np.median(total)), 1),
+    }
+
+
+def main(argv: list[str] | None = None) -> None:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--model", default="digits")
+    p.add_argument("--streams", type=int, default=256)
+    p.add_argument("--threads", type=int, default=1)
+    args = p.parse_args(argv)
+    torch.set_num_threads(args.threads)
+    recognizer = Recognizer.load(args.model, device="cpu")
+    rate = recognizer.sample_rate
+    audios = _audio(args.streams, rate)
+    steps_per_second = 1 / recognizer.step_seconds
+    model_flops = recognizer.model.flops_per_step() * steps_per_second
+    single = one_stream(recognizer, audios[0], rate)
+    many = batched(recognizer, audios, rate)
+    peak = matmul_gflops()
+    steps_per_tick = CHUNK_MS / 1000 * steps_per_second
+    achieved = args.streams * steps_per_tick * recognizer.model.flops_per_step() / (many["model"]["median_ms"] / 1000) / 1e9
+    result = {
+        "model": args.model,
+        "threads": args.threads,
+        "chunk_ms": CHUNK_MS,
+        "model_mflops_per_audio_second": round(model_flops / 1e6, 2),
+        "matmul_gflops": round(peak, 1),
+        "one_stream": single,
+        "batched": many,
+        "batched_model_gflops": round(achieved, 1),
+        "batched_model_fraction_of_matmul_peak": round(achieved / peak, 3),
+    }
+    print(json.dumps(result))
+
+
+if __name__ == "__main__":
+    main()
