@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass, field
+from pathlib import Path
 
 import torch
 
@@ -120,6 +121,9 @@ class BeamDecoder:
         self._log_probs: list[torch.Tensor] = []
         self._first_step = 0
         self._started = False
+        # flashlight ends a hypothesis mid-word when no beam entry reached a word boundary: with a
+        # lexicon, only its complete words are reported.
+        self._vocabulary = _lexicon_words(options.lexicon) if options.lexicon else None
 
     def accept(self, log_probs: torch.Tensor, first_step: int) -> None:
         if not self._started:
@@ -146,21 +150,41 @@ class BeamDecoder:
 
     def _hypothesis(self, result) -> Hypothesis:
         # result.tokens is the frame-level path with a sentinel at each end.
-        path = list(result.tokens)[1 : 1 + sum(len(x) for x in self._log_probs)]
+        path = list(result.tokens)[1 : 1 + sum(x.shape[0] for x in self._log_probs)]
         if not path:
             return Hypothesis()
-        log_probs = torch.cat(self._log_probs)
+        # Called for every partial: one gather + exp for all emitted tokens, not a tensor op per step.
+        log_probs = torch.cat(self._log_probs) if len(self._log_probs) > 1 else self._log_probs[0]
+        blank = self.tokenizer.blank
+        steps = [t for t, k in enumerate(path) if k != blank]
+        probs = log_probs[steps, [path[t] for t in steps]].exp().tolist() if steps else []
         emissions: list[_Emission] = []
-        prev = self.tokenizer.blank
-        for t, k in enumerate(path):
-            if k != self.tokenizer.blank:
-                p = float(log_probs[t, k].exp())
-                if k == prev and emissions:
-                    emissions[-1].last, emissions[-1].prob = self._first_step + t, max(emissions[-1].prob, p)
-                else:
-                    emissions.append(_Emission(k, self._first_step + t, self._first_step + t, p))
-            prev = k
-        return _words(emissions, self.tokenizer, self.step_seconds)
+        for t, p in zip(steps, probs):
+            k = path[t]
+            if t and path[t - 1] == k and emissions:  # the same token continued, no blank between
+                emissions[-1].last, emissions[-1].prob = self._first_step + t, max(emissions[-1].prob, p)
+            else:
+                emissions.append(_Emission(k, self._first_step + t, self._first_step + t, p))
+        hyp = _words(emissions, self.tokenizer, self.step_seconds)
+        if self._vocabulary is not None:
+            words = [w for w in hyp.words if w.word in self._vocabulary]
+            hyp = Hypothesis(" ".join(w.word for w in words), words)
+        return hyp
+
+
+def _lexicon_words(path: str) -> set[str]:
+    return {line.split(maxsplit=1)[0] for line in Path(path).read_text().splitlines() if line.strip()}
+
+
+def write_lexicon(words: list[str], tokenizer: Tokenizer, path: str | Path) -> Path:
+    """flashlight's lexicon format: `word<TAB>s p e l l i n g |` (every word ends at a word boundary)."""
+    boundary = tokenizer.tokens[tokenizer.boundary]
+    lines = [f"{w}\t{' '.join(w)} {boundary}\n" for w in words]
+    unknown = {c for w in words for c in w} - set(tokenizer.tokens)
+    if unknown:
+        raise ValueError(f"lexicon words use characters outside the token set: {sorted(unknown)}")
+    Path(path).write_text("".join(lines))
+    return Path(path)
 
 
 def make_decoder(tokenizer: Tokenizer, step_seconds: float, options: DecodeOptions) -> GreedyDecoder | BeamDecoder:

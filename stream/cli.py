@@ -15,7 +15,7 @@ from .formats import FORMATS, render
 
 def _add_model_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--model", default=DEFAULT_MODEL, help=f"bundled model name or checkpoint path (default: {DEFAULT_MODEL})")
-    p.add_argument("--beam", type=int, default=0, help="beam width; 0 = greedy (default)")
+    p.add_argument("--beam", type=int, help="beam width; 0 = greedy (default: what the model recommends)")
     p.add_argument("--lexicon", help="lexicon file for beam search (words the output may contain)")
     p.add_argument("--lm", help="KenLM language model for beam search")
     p.add_argument("--compute-device", default=None, help="torch device for the model (default: cuda if present)")
@@ -24,9 +24,10 @@ def _add_model_args(p: argparse.ArgumentParser) -> None:
 def load_recognizer(args: argparse.Namespace):
     from .session import Recognizer
 
-    options = DecodeOptions(beam=args.beam, lexicon=args.lexicon, lm=args.lm)
-    if options.beam == 0 and (options.lexicon or options.lm):
-        options = DecodeOptions(beam=16, lexicon=args.lexicon, lm=args.lm)
+    options = None  # the checkpoint's recommended decoding
+    if args.beam is not None or args.lexicon or args.lm:
+        beam = args.beam if args.beam is not None else 16
+        options = DecodeOptions(beam=beam, lexicon=args.lexicon, lm=args.lm)
     return Recognizer.load(args.model, device=args.compute_device, options=options)
 
 
@@ -65,6 +66,16 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--chunk-ms", type=int, default=160, help="feed the file in chunks of this length; 0 = whole file")
     p.add_argument("--output-dir", help="write one srt/vtt/jsonl file per input here instead of stdout")
     p.set_defaults(func=cmd_transcribe)
+
+    from .listen import add_listen_parsers  # listen, devices (issue 5)
+
+    add_listen_parsers(sub)
+
+    from .batch import add_batch_parser  # batch (issue 4)
+    from .bench import add_bench_parser  # bench streams|offline (issue 4)
+
+    add_batch_parser(sub)
+    add_bench_parser(sub)
     return parser
 
 

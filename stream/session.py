@@ -5,6 +5,9 @@ Everything else (file transcription, the microphone, the Ray actors) is built fr
 
 from __future__ import annotations
 
+import atexit
+import shutil
+import tempfile
 from dataclasses import replace
 from pathlib import Path
 
@@ -12,7 +15,7 @@ import numpy as np
 import torch
 
 from models.checkpoint import DEFAULT_MODEL, Checkpoint, load_checkpoint
-from models.decoding import DecodeOptions
+from models.decoding import DecodeOptions, write_lexicon
 from models.features import LogMel
 from models.model import State
 
@@ -23,17 +26,32 @@ def default_device() -> str:
     return "cuda" if torch.cuda.is_available() else "cpu"
 
 
+def recommended_options(checkpoint: Checkpoint) -> DecodeOptions:
+    """The decoding a model was made for (checkpoint meta "decoding": beam width and a word list), else greedy.
+
+    A word list becomes a lexicon file in a private temporary folder, since flashlight reads a file.
+    """
+    spec = checkpoint.meta.get("decoding") or {}
+    lexicon = None
+    if spec.get("words"):
+        folder = Path(tempfile.mkdtemp(prefix="rnnstream-"))
+        atexit.register(shutil.rmtree, folder, ignore_errors=True)
+        lexicon = str(write_lexicon(spec["words"], checkpoint.tokenizer, folder / "lexicon.txt"))
+    return DecodeOptions(beam=int(spec.get("beam", 0)), lexicon=lexicon)
+
+
 class Recognizer:
     def __init__(
         self,
         checkpoint: Checkpoint,
-        options: DecodeOptions = DecodeOptions(),
+        options: DecodeOptions | None = None,
         endpoint: EndpointConfig = EndpointConfig(),
     ):
+        """`options=None`: the decoding recommended by the checkpoint (see `recommended_options`)."""
         self.checkpoint = checkpoint
         self.model = checkpoint.model
         self.tokenizer = checkpoint.tokenizer
-        self.options = options
+        self.options = options if options is not None else recommended_options(checkpoint)
         self.endpoint = endpoint
         self.logmel = LogMel(checkpoint.features)
         self.sample_rate = checkpoint.features.sample_rate
@@ -44,13 +62,13 @@ class Recognizer:
         cls,
         model: str | Path = DEFAULT_MODEL,
         device: str | None = None,
-        options: DecodeOptions = DecodeOptions(),
+        options: DecodeOptions | None = None,
         endpoint: EndpointConfig = EndpointConfig(),
     ) -> Recognizer:
         return cls(load_checkpoint(model, device or default_device()), options, endpoint)
 
     def with_options(self, **changes) -> Recognizer:
-        """The same loaded model with other decoding options (e.g. beam=8)."""
+        """The same loaded model with other decoding options (e.g. beam=0 for greedy)."""
         return Recognizer(self.checkpoint, replace(self.options, **changes), self.endpoint)
 
     @property

@@ -18,7 +18,6 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from models.decoding import DecodeOptions  # noqa: E402
 from stream.session import Recognizer  # noqa: E402
 from stream.transcribe import transcribe_file  # noqa: E402
 from tools.data import read_manifest  # noqa: E402
@@ -53,12 +52,14 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--model", default="digits")
     p.add_argument("--manifest", required=True, nargs="+")
     p.add_argument("--chunk-ms", type=int, default=160)
-    p.add_argument("--beam", type=int, default=0)
+    p.add_argument("--beam", type=int, help="0: greedy (default: the model's recommended decoding)")
     p.add_argument("--threads", type=int, default=1, help="torch threads (1: the per-core figure)")
     p.add_argument("--out", help="per-utterance ref/hyp JSON lines")
     args = p.parse_args(argv)
     torch.set_num_threads(args.threads)
-    recognizer = Recognizer.load(args.model, device="cpu", options=DecodeOptions(beam=args.beam))
+    recognizer = Recognizer.load(args.model, device="cpu")
+    if args.beam is not None:
+        recognizer = recognizer.with_options(beam=args.beam, lexicon=recognizer.options.lexicon if args.beam else None)
     for manifest in args.manifest:
         summary = {"model": str(args.model), **evaluate(recognizer, manifest, args.chunk_ms, args.out)}
         print(json.dumps(summary), flush=True)

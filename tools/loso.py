@@ -29,12 +29,14 @@ SPEAKERS = ["george", "jackson", "lucas", "nicolas", "yweweler"]
 
 
 def test_set(speaker: str, telephone: bool, n: int, root: Path) -> Path:
-    """Connected strings of one speaker (seed 1), written once and reused."""
+    """Connected strings of one speaker, written once and reused; seed = the speaker's place in SPEAKERS + 1, as
+    `python tools/digits_data.py connected --speakers lucas --n 200 --seed 3 [--rate 8000 --telephone]`."""
     out = root / (f"{speaker}_tel8k" if telephone else speaker)
     manifest = out / "manifest.jsonl"
     if not manifest.exists():
         options = ConnectedOptions(telephone=telephone)
-        write_connected_set(out, fsdd_clips(speakers=[speaker]), n, seed=1, rate=8000 if telephone else 16000, options=options)
+        seed = SPEAKERS.index(speaker) + 1
+        write_connected_set(out, fsdd_clips(speakers=[speaker]), n, seed, rate=8000 if telephone else 16000, options=options)
     return manifest
 
 

@@ -97,7 +97,8 @@ def export_state(cfg: dict, run_dir: str | Path, out: str | Path) -> Path:
     fcfg, tokenizer, mcfg = _configs(cfg)
     model = AcousticModel(mcfg)
     model.load_state_dict(state["model"])
-    meta = {"config": cfg, "steps": state["step"], "train_seconds": round(state["elapsed"], 1), "partial": True}
+    meta = {"config": cfg, "steps": state["step"], "train_seconds": round(state["elapsed"], 1),
+            "decoding": cfg.get("decoding"), "loss_history": state.get("history", [])}
     save_checkpoint(Checkpoint(model.eval(), fcfg, tokenizer, meta), out)
     return Path(out)
 
@@ -152,6 +153,14 @@ def train(
     every = int(tcfg.get("checkpoint_every", 200))
     bar = tqdm(total=steps_total, initial=step, disable=not progress, desc="train", dynamic_ncols=True,
                mininterval=1 if sys.stderr.isatty() else 30)
+
+    def save_state() -> None:
+        run_dir.mkdir(parents=True, exist_ok=True)
+        state = {"model": model.state_dict(), "optimizer": opt.state_dict(), "scheduler": sched.state_dict(),
+                 "step": step, "elapsed": time.time() - t0, "history": history, "rng": torch.get_rng_state()}
+        torch.save(state, state_path.with_suffix(".tmp"))
+        state_path.with_suffix(".tmp").replace(state_path)
+
     model.train()
     smooth = None
     for batch in loader:
@@ -169,19 +178,15 @@ def train(
             history.append([step, round(loss.item(), 4)])
         bar.update(1)
         bar.set_postfix(loss=f"{smooth:.3f}", lr=f"{sched.get_last_lr()[0]:.2e}")
-        if step % every == 0 or step in (steps_total, stop_at):
-            run_dir.mkdir(parents=True, exist_ok=True)
-            torch.save(
-                {"model": model.state_dict(), "optimizer": opt.state_dict(), "scheduler": sched.state_dict(),
-                 "step": step, "elapsed": time.time() - t0, "history": history, "rng": torch.get_rng_state()},
-                state_path,
-            )
+        if step % every == 0:
+            save_state()
+    save_state()  # also when stopped by stop_at or the time limit: --resume goes on from here
     bar.close()
     if step == stop_at and step < steps_total:
         return None
     model.eval().cpu()
     meta = {"config": cfg, "steps": step, "train_seconds": round(time.time() - t0, 1), "final_loss": smooth, "loss_history": history,
-            "device": str(device), "torch": torch.__version__}
+            "device": str(device), "torch": torch.__version__, "decoding": cfg.get("decoding")}
     save_checkpoint(Checkpoint(model, fcfg, tokenizer, meta), out)
     return Path(out)
 

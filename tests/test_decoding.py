@@ -1,0 +1,41 @@
+"""Decoding options: the checkpoint's recommended lexicon beam, greedy, and their agreement on clear speech."""
+
+from __future__ import annotations
+
+import soundfile as sf
+
+from conftest import DATA
+
+DIGIT_WORDS = {"zero", "oh", "one", "two", "three", "four", "five", "six", "seven", "eight", "nine"}
+
+
+def _text(recognizer, audio, rate):
+    session = recognizer.session(rate)
+    events = session.accept(audio) + session.finish()
+    return " ".join(e.text for e in events if e.type == "final")
+
+
+def test_recommended_decoding_is_a_beam_over_the_digit_words(recognizer):
+    assert recognizer.options.beam > 0
+    lexicon = open(recognizer.options.lexicon).read().split("\n")
+    assert {line.split("\t")[0] for line in lexicon if line} == DIGIT_WORDS
+    audio, rate = sf.read(DATA / "arctic-cathy" / "audio" / "arctic_a0001_1592748574.flac", dtype="float32")
+    # English prose through the digits model: whatever it hears, it can only answer in digit words.
+    assert set(_text(recognizer, audio, rate).split()) <= DIGIT_WORDS
+
+
+def test_a_lexicon_restricts_the_output_to_its_words(recognizer, digits_audio, tmp_path):
+    from models.decoding import write_lexicon
+
+    audio, text = digits_audio
+    allowed = sorted(set(text.split()))[:2]
+    path = write_lexicon(allowed, recognizer.tokenizer, tmp_path / "lexicon.txt")
+    words = _text(recognizer.with_options(beam=8, lexicon=str(path)), audio, 16000).split()
+    assert words and set(words) <= set(allowed)
+
+
+def test_beam_and_greedy_agree_on_clear_digits(recognizer, digits_audio):
+    audio, text = digits_audio
+    beam = _text(recognizer, audio, 16000)
+    greedy = _text(recognizer.with_options(beam=0), audio, 16000)
+    assert beam == greedy == text
