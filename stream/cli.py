@@ -8,7 +8,6 @@ from pathlib import Path
 
 from models.audio import AudioError
 from models.checkpoint import DEFAULT_MODEL, CheckpointError
-from models.decoding import DecodeOptions
 
 from .formats import FORMATS, render
 
@@ -16,7 +15,7 @@ from .formats import FORMATS, render
 def _add_model_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--model", default=DEFAULT_MODEL, help=f"bundled model name or checkpoint path (default: {DEFAULT_MODEL})")
     p.add_argument("--beam", type=int, help="beam width; 0 = greedy (default: what the model recommends)")
-    p.add_argument("--lexicon", help="lexicon file for beam search (words the output may contain)")
+    p.add_argument("--lexicon", help="lexicon file for beam search (words the output may contain); 'none': no lexicon")
     p.add_argument("--lm", help="KenLM language model for beam search")
     p.add_argument("--compute-device", default=None, help="torch device for the model (default: cuda if present)")
 
@@ -24,11 +23,17 @@ def _add_model_args(p: argparse.ArgumentParser) -> None:
 def load_recognizer(args: argparse.Namespace):
     from .session import Recognizer
 
-    options = None  # the checkpoint's recommended decoding
-    if args.beam is not None or args.lexicon or args.lm:
-        beam = args.beam if args.beam is not None else 16
-        options = DecodeOptions(beam=beam, lexicon=args.lexicon, lm=args.lm)
-    return Recognizer.load(args.model, device=args.compute_device, options=options)
+    recognizer = Recognizer.load(args.model, device=args.compute_device)  # with the model's recommended decoding
+    changes = {}
+    if args.beam is not None:
+        changes["beam"] = args.beam
+    if args.lexicon:
+        changes["lexicon"] = None if args.lexicon == "none" else args.lexicon
+    if args.lm:
+        changes["lm"] = args.lm
+    if (args.lexicon or args.lm) and args.beam is None and recognizer.options.beam == 0:
+        changes["beam"] = 16  # a lexicon or LM needs the beam search
+    return recognizer.with_options(**changes) if changes else recognizer
 
 
 def cmd_transcribe(args: argparse.Namespace) -> int:

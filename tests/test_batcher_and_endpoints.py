@@ -12,8 +12,10 @@ from stream.batcher import SequenceBatcher, SlotsFull
 
 
 def _clip(name: str) -> tuple[np.ndarray, int]:
+    """An isolated FSDD digit with 0.3 s of silence around it, as a recording has (FSDD clips start on the word)."""
     audio, rate = sf.read(FSDD / name, dtype="float32")
-    return audio, rate
+    pad = np.zeros(int(0.3 * rate), np.float32)
+    return np.concatenate([pad, audio, pad]), rate
 
 
 def test_batched_streams_match_separate_sessions(recognizer, digits_audio):
@@ -68,19 +70,23 @@ def test_batcher_slots_are_bounded_and_expire_when_idle(recognizer):
     assert batcher.active == 2
 
 
-def test_endpointing_splits_long_audio_into_segments(recognizer):
+def test_endpointing_splits_long_audio_into_segments(recognizer, digits_audio):
     """Three digit strings with 3 s pauses become three segments with increasing times."""
-    parts = []
-    for name in ("1_jackson_3.wav", "8_jackson_9.wav", "6_jackson_1.wav"):
-        audio, _ = sf.read(FSDD / name, dtype="float32")
-        parts += [audio, np.zeros(8000 * 3, np.float32)]
-    audio = np.concatenate(parts)
-    session = recognizer.session(8000)
-    finals = [e for e in session.accept(audio) + session.finish() if e.type == "final"]
-    assert len(finals) == 3
-    assert [f.start for f in finals] == sorted(f.start for f in finals)
+    audio, _ = digits_audio
+    audio = np.concatenate([audio, np.zeros(-len(audio) % 480, np.float32)])  # copies start on a model step
+    once = recognizer.session(16000)
+    text = " ".join(e.text for e in once.accept(audio) + once.finish() if e.type == "final")
+    assert text
+    pause = np.zeros(16000 * 3, np.float32)
+    session = recognizer.session(16000)
+    finals = [e for e in session.accept(np.concatenate([audio, pause] * 3)) + session.finish() if e.type == "final"]
+    # Same segmentation; the words may differ, since the state carried through a pause is not the fresh state
+    # the model was trained from (a known limit of the bundled model, see its model card).
+    assert [len(f.text.split()) for f in finals] == [len(text.split())] * 3
     assert finals[0].end < finals[1].start and finals[1].end < finals[2].start
-    assert finals[1].start > 3.0
+    period = (len(audio) + len(pause)) / 16000
+    for i, f in enumerate(finals):  # each segment sits where its copy of the audio was
+        assert i * period <= f.start and f.end <= i * period + len(audio) / 16000 + 0.1
 
 
 def test_partials_grow_into_the_final(recognizer, digits_audio):
