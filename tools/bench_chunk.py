@@ -114,9 +114,12 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--model", default="digits")
     p.add_argument("--streams", type=int, default=256)
     p.add_argument("--threads", type=int, default=1)
+    p.add_argument("--beam", type=int, help="0: greedy (default: the model's recommended decoding)")
     args = p.parse_args(argv)
     torch.set_num_threads(args.threads)
     recognizer = Recognizer.load(args.model, device="cpu")
+    if args.beam is not None:
+        recognizer = recognizer.with_options(beam=args.beam)
     rate = recognizer.sample_rate
     audios = _audio(args.streams, rate)
     steps_per_second = 1 / recognizer.step_seconds
@@ -129,6 +132,7 @@ def main(argv: list[str] | None = None) -> None:
     result = {
         "model": args.model,
         "threads": args.threads,
+        "decoding": f"beam {recognizer.options.beam}" + (" + lexicon" if recognizer.options.lexicon else "") if recognizer.options.beam else "greedy",
         "chunk_ms": CHUNK_MS,
         "model_mflops_per_audio_second": round(model_flops / 1e6, 2),
         "matmul_gflops": round(peak, 1),
