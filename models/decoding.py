@@ -7,7 +7,10 @@ how the audio was chunked.
 
 from __future__ import annotations
 
+import atexit
 import math
+import shutil
+import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -21,6 +24,7 @@ class DecodeOptions:
     beam: int = 0  # 0: greedy; otherwise beam search with this many hypotheses
     beam_threshold: float = 25.0
     lexicon: str | None = None  # file of "word s p e l l i n g |" lines; restricts output to its words
+    words: tuple[str, ...] | None = None  # the same as a word list: travels with the options to any machine
     lm: str | None = None  # KenLM binary or ARPA file (word-level with a lexicon)
     lm_weight: float = 2.0
     word_score: float = 0.0
@@ -107,8 +111,9 @@ class BeamDecoder:
 
         self.tokenizer = tokenizer
         self.step_seconds = step_seconds
+        lexicon = lexicon_file(options, tokenizer)
         self._decoder = ctc_decoder(
-            lexicon=options.lexicon,
+            lexicon=lexicon,
             tokens=tokenizer.tokens,
             lm=options.lm,
             beam_size=options.beam,
@@ -123,7 +128,7 @@ class BeamDecoder:
         self._started = False
         # flashlight ends a hypothesis mid-word when no beam entry reached a word boundary: with a
         # lexicon, only its complete words are reported.
-        self._vocabulary = _lexicon_words(options.lexicon) if options.lexicon else None
+        self._vocabulary = _lexicon_words(lexicon) if lexicon else None
 
     def accept(self, log_probs: torch.Tensor, first_step: int) -> None:
         if not self._started:
@@ -174,6 +179,21 @@ class BeamDecoder:
 
 def _lexicon_words(path: str) -> set[str]:
     return {line.split(maxsplit=1)[0] for line in Path(path).read_text().splitlines() if line.strip()}
+
+
+_LEXICON_FILES: dict[tuple, str] = {}
+
+
+def lexicon_file(options: DecodeOptions, tokenizer: Tokenizer) -> str | None:
+    """The lexicon path flashlight reads: `options.lexicon`, else `options.words` written once per process."""
+    if options.lexicon or not options.words:
+        return options.lexicon
+    key = (options.words, tuple(tokenizer.tokens))
+    if key not in _LEXICON_FILES:
+        folder = Path(tempfile.mkdtemp(prefix="rnnstream-"))
+        atexit.register(shutil.rmtree, folder, ignore_errors=True)
+        _LEXICON_FILES[key] = str(write_lexicon(list(options.words), tokenizer, folder / "lexicon.txt"))
+    return _LEXICON_FILES[key]
 
 
 def write_lexicon(words: list[str], tokenizer: Tokenizer, path: str | Path) -> Path:

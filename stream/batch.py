@@ -550,12 +550,15 @@ def add_batch_parser(sub) -> None:
 
 
 def decode_options(args: argparse.Namespace):
-    """As `rnnstream transcribe` decides: None (what the model recommends) unless beam/lexicon/lm are given."""
-    from models.decoding import DecodeOptions
+    """As `rnnstream transcribe` decides (flags on top of the model's recommendation); portable to any node."""
+    from dataclasses import replace
 
-    if args.beam is None and not args.lexicon and not args.lm:
-        return None
-    return DecodeOptions(beam=args.beam if args.beam is not None else 16, lexicon=args.lexicon, lm=args.lm)
+    from models.checkpoint import load_checkpoint
+
+    from .cli import decoding_changes
+    from .session import recommended_options
+
+    return replace(recommended_options(load_checkpoint(args.model)), **decoding_changes(args))
 
 
 def cmd_batch(args: argparse.Namespace) -> int:

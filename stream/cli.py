@@ -14,25 +14,31 @@ from .formats import FORMATS, render
 
 def _add_model_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--model", default=DEFAULT_MODEL, help=f"bundled model name or checkpoint path (default: {DEFAULT_MODEL})")
-    p.add_argument("--beam", type=int, help="beam width; 0 = greedy (default: what the model recommends)")
+    p.add_argument("--beam", type=int, help="beam width; 0 = greedy (default: what the model recommends; 16 with --lexicon/--lm)")
     p.add_argument("--lexicon", help="lexicon file for beam search (words the output may contain); 'none': no lexicon")
     p.add_argument("--lm", help="KenLM language model for beam search")
     p.add_argument("--compute-device", default=None, help="torch device for the model (default: cuda if present)")
+
+
+def decoding_changes(args: argparse.Namespace) -> dict:
+    """The decoding flags as changes to the model's recommended decoding (the same for every command)."""
+    changes = {}
+    if args.beam is not None:
+        changes["beam"] = args.beam
+    if args.lexicon:
+        changes.update(lexicon=None if args.lexicon == "none" else args.lexicon, words=None)
+    if args.lm:
+        changes["lm"] = args.lm
+    if (args.lexicon not in (None, "none") or args.lm) and args.beam is None:
+        changes["beam"] = 16  # a lexicon or an LM is used by the beam search
+    return changes
 
 
 def load_recognizer(args: argparse.Namespace):
     from .session import Recognizer
 
     recognizer = Recognizer.load(args.model, device=args.compute_device)  # with the model's recommended decoding
-    changes = {}
-    if args.beam is not None:
-        changes["beam"] = args.beam
-    if args.lexicon:
-        changes["lexicon"] = None if args.lexicon == "none" else args.lexicon
-    if args.lm:
-        changes["lm"] = args.lm
-    if (args.lexicon or args.lm) and args.beam is None and recognizer.options.beam == 0:
-        changes["beam"] = 16  # a lexicon or LM needs the beam search
+    changes = decoding_changes(args)
     return recognizer.with_options(**changes) if changes else recognizer
 
 

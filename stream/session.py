@@ -5,9 +5,6 @@ Everything else (file transcription, the microphone, the Ray actors) is built fr
 
 from __future__ import annotations
 
-import atexit
-import shutil
-import tempfile
 from dataclasses import replace
 from pathlib import Path
 
@@ -15,7 +12,7 @@ import numpy as np
 import torch
 
 from models.checkpoint import DEFAULT_MODEL, Checkpoint, load_checkpoint
-from models.decoding import DecodeOptions, write_lexicon
+from models.decoding import DecodeOptions
 from models.features import LogMel
 from models.model import State
 
@@ -27,17 +24,10 @@ def default_device() -> str:
 
 
 def recommended_options(checkpoint: Checkpoint) -> DecodeOptions:
-    """The decoding a model was made for (checkpoint meta "decoding": beam width and a word list), else greedy.
-
-    A word list becomes a lexicon file in a private temporary folder, since flashlight reads a file.
-    """
+    """The decoding a model was made for (checkpoint meta "decoding": beam width and a word list), else greedy."""
     spec = checkpoint.meta.get("decoding") or {}
-    lexicon = None
-    if spec.get("words"):
-        folder = Path(tempfile.mkdtemp(prefix="rnnstream-"))
-        atexit.register(shutil.rmtree, folder, ignore_errors=True)
-        lexicon = str(write_lexicon(spec["words"], checkpoint.tokenizer, folder / "lexicon.txt"))
-    return DecodeOptions(beam=int(spec.get("beam", 0)), lexicon=lexicon)
+    words = tuple(spec["words"]) if spec.get("words") else None
+    return DecodeOptions(beam=int(spec.get("beam", 0)), words=words)
 
 
 class Recognizer:

@@ -92,7 +92,7 @@ def test_greedy_events_match_whole_file_for_any_chunking(recognizer, digits_audi
 @given(sizes=CHUNKINGS, lexicon=st.booleans())
 def test_beam_events_match_whole_file_for_any_chunking(recognizer, digits_audio, sizes, lexicon):
     # The bundled model recommends a beam restricted to its digit words; without it, lexicon-free beam.
-    beam = recognizer.with_options(beam=8) if lexicon else recognizer.with_options(beam=8, lexicon=None)
+    beam = recognizer.with_options(beam=8) if lexicon else recognizer.with_options(beam=8, words=None)
     audio, _ = digits_audio
     whole = _run(beam, audio, 16000, [len(audio)])
     assert _finals(whole[0])

@@ -132,7 +132,7 @@ def main(argv: list[str] | None = None) -> None:
     result = {
         "model": args.model,
         "threads": args.threads,
-        "decoding": f"beam {recognizer.options.beam}" + (" + lexicon" if recognizer.options.lexicon else "") if recognizer.options.beam else "greedy",
+        "decoding": f"beam {recognizer.options.beam}" + (" + lexicon" if recognizer.options.lexicon or recognizer.options.words else "") if recognizer.options.beam else "greedy",
         "chunk_ms": CHUNK_MS,
         "model_mflops_per_audio_second": round(model_flops / 1e6, 2),
         "matmul_gflops": round(peak, 1),

@@ -151,8 +151,8 @@ def main(argv: list[str] | None = None) -> int:
 
     torch.set_num_threads(int(os.environ.get("OMP_NUM_THREADS", "1")))
     local = Recognizer.load(args.model, device="cpu")
-    if args.beam is not None:  # as `rnnstream listen --beam N`: no word list
-        local = local.with_options(beam=args.beam, lexicon=None, lm=None)
+    if args.beam is not None:  # as `rnnstream listen --beam N`: the model's word list, another width
+        local = local.with_options(beam=args.beam)
     print(f"decoding: {local.options}", flush=True)
     if args.ray:
         from stream.actors import RayRecognizer

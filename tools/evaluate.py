@@ -59,7 +59,7 @@ def main(argv: list[str] | None = None) -> None:
     torch.set_num_threads(args.threads)
     recognizer = Recognizer.load(args.model, device="cpu")
     if args.beam is not None:
-        recognizer = recognizer.with_options(beam=args.beam, lexicon=recognizer.options.lexicon if args.beam else None)
+        recognizer = recognizer.with_options(beam=args.beam)
     for manifest in args.manifest:
         summary = {"model": str(args.model), **evaluate(recognizer, manifest, args.chunk_ms, args.out)}
         print(json.dumps(summary), flush=True)
