@@ -43,47 +43,43 @@ __all__ = ["RayRecognizer", "RaySession", "RayPipeline", "Ingest", "PipelineFail
 # Actors: one stage each.
 
 
-class FeatureActor:
+class _ActorInfo:
+    """Where an actor runs: its node (placement checks) and process (the benchmark reads its CPU time)."""
+
+    def node(self) -> str:
+        import ray
+
+        return ray.get_runtime_context().get_node_id()
+
+    def pid(self) -> int:
+        return os.getpid()
+
+
+class _StageActor(_ActorInfo):
+    """One stage of the core in its own process; 1 torch thread, since the stages run side by side."""
+
+    stage: FeatureStage | DecodeStage
+
+    def process(self, batch: Audio | Probs) -> Frames | dict[Key, Update]:
+        return self.stage.process(batch)
+
+    def drop(self, reasons: dict[Key, str]) -> None:
+        self.stage.drop(reasons)
+
+
+class FeatureActor(_StageActor):
     def __init__(self, spec: PipelineSpec, checkpoint: bytes):
         torch.set_num_threads(1)
         self.stage = FeatureStage(spec.recognizer(checkpoint))
 
-    def process(self, chunks: Audio) -> Frames:
-        return self.stage.process(chunks)
 
-    def drop(self, reasons: dict[Key, str]) -> None:
-        self.stage.drop(reasons)
-
-    def node(self) -> str:
-        import ray
-
-        return ray.get_runtime_context().get_node_id()
-
-    def pid(self) -> int:
-        return os.getpid()
-
-
-class DecodeActor:
+class DecodeActor(_StageActor):
     def __init__(self, spec: PipelineSpec, checkpoint: bytes, shard: int = 0):
         torch.set_num_threads(1)
         self.stage = DecodeStage(spec.recognizer(checkpoint), shard, spec.decoders)
 
-    def process(self, probs: Probs) -> dict[Key, Update]:
-        return self.stage.process(probs)
 
-    def drop(self, reasons: dict[Key, str]) -> None:
-        self.stage.drop(reasons)
-
-    def node(self) -> str:
-        import ray
-
-        return ray.get_runtime_context().get_node_id()
-
-    def pid(self) -> int:
-        return os.getpid()
-
-
-class ModelActor:
+class ModelActor(_ActorInfo):
     """Owns the slot-indexed state on its device; a tick loop steps whatever all producers have sent.
 
     While one LSTM call runs, the next ticks queue up, so the batch grows with the load. Ticks are put
@@ -151,14 +147,6 @@ class ModelActor:
 
     async def stats(self) -> dict:
         return self.stage.stats()
-
-    def node(self) -> str:
-        import ray
-
-        return ray.get_runtime_context().get_node_id()
-
-    def pid(self) -> int:
-        return os.getpid()
 
 
 _REMOTE: dict[type, object] = {}
