@@ -67,13 +67,17 @@ class FrontEnd:
         return pending[:ready]
 
 
-@torch.no_grad()
 def accept_many(frontends: list[FrontEnd], chunks: list[np.ndarray], last: bool = False) -> list[torch.Tensor]:
     """`accept` for many streams with one log-mel call over all their frames: per-stream work stays
     tiny (buffering), and the transform runs once per tick instead of once per stream."""
+    return stack_many(frontends, [fe.windows(chunk, last) for fe, chunk in zip(frontends, chunks)])
+
+
+@torch.no_grad()
+def stack_many(frontends: list[FrontEnd], windows: list[torch.Tensor]) -> list[torch.Tensor]:
+    """The second half of `accept_many`, for callers that cut each stream's windows themselves."""
     if not frontends:
         return []
-    windows = [fe.windows(chunk, last) for fe, chunk in zip(frontends, chunks)]
     frames = frontends[0].features.logmel.from_windows(torch.cat(windows))
     return [fe.stack_frames(f) for fe, f in zip(frontends, frames.split([len(w) for w in windows]))]
 

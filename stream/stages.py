@@ -23,7 +23,7 @@ from models.audio import AudioError
 from models.decoding import DecodeOptions
 
 from .batcher import SequenceBatcher, SlotsFull
-from .pipeline import EndpointConfig, Event, FrontEnd
+from .pipeline import EndpointConfig, Event, FrontEnd, stack_many
 from .session import Recognizer
 
 log = logging.getLogger(__name__)
@@ -179,14 +179,11 @@ class FeatureStage:
         out.features = Packed.pack(self._transform(cut), self.n_mels)
         return out
 
-    @torch.no_grad()
-    def _transform(self, cut: list[tuple[Key, FrontEnd, torch.Tensor]]) -> dict[Key, torch.Tensor]:
+    @staticmethod
+    def _transform(cut: list[tuple[Key, FrontEnd, torch.Tensor]]) -> dict[Key, torch.Tensor]:
         """One log-mel call over every stream's new frames (FrontEnd.accept's two halves, batched)."""
-        if not cut:
-            return {}
-        mels = self.recognizer.logmel.from_windows(torch.cat([w for _, _, w in cut]))
-        parts = mels.split([len(w) for _, _, w in cut])
-        return {key: front.stack_frames(m) for (key, front, _), m in zip(cut, parts)}
+        ready = stack_many([front for _, front, _ in cut], [w for _, _, w in cut])
+        return {key: frames for (key, _, _), frames in zip(cut, ready)}
 
     def drop(self, reasons: dict[Key, str]) -> None:
         for key, why in reasons.items():
