@@ -29,4 +29,4 @@ if ! cmp -s requirements.lock .venv/.installed-lock; then
     .venv/bin/pip install -q -r requirements.lock
     cp requirements.lock .venv/.installed-lock
 fi
-.venv/bin/pip install -q --no-deps --no-build-isolation -e . 2>/dev/null || .venv/bin/pip install -q --no-deps -e .
+.venv/bin/pip install -q --no-deps -e .
