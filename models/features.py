@@ -68,20 +68,14 @@ class FeatureStream:
     def __init__(self, logmel: LogMel):
         self.logmel = logmel
         self._buffer = torch.zeros(0)
-        self.frames_emitted = 0
-
-    def accept(self, samples: torch.Tensor) -> torch.Tensor:
-        """Mono float samples at the feature rate -> [new_frames, n_mels]."""
-        with torch.no_grad():
-            return self.logmel.from_windows(self.windows(samples))
 
     def windows(self, samples: torch.Tensor) -> torch.Tensor:
-        """Mono float samples -> the new complete frames [new_frames, win_length], not yet transformed."""
+        """Mono float samples -> the new complete frames [new_frames, win_length], not yet transformed
+        (`LogMel.from_windows` transforms them, for one stream or many at once)."""
         buffer = torch.cat([self._buffer, samples.to(torch.float32).flatten()]) if len(self._buffer) else samples
         n = self.logmel.num_frames(len(buffer))
         hop, win = self.logmel.cfg.hop_length, self.logmel.cfg.win_length
         self._buffer = buffer[n * hop :].clone() if n else buffer
-        self.frames_emitted += n
         if n == 0:
             return torch.zeros(0, win)
         return buffer[: (n - 1) * hop + win].unfold(0, win, hop)
