@@ -120,7 +120,11 @@ def train(
     augment = _dataclass(AugmentConfig, cfg["augment"]) if cfg.get("augment") is not None else None
     logmel = LogMel(fcfg)
     steps_total = int(tcfg.get("steps", 1000))
-    stream = BatchStream(cfg["data"]["train"], logmel, tokenizer, int(tcfg.get("batch_size", 32)), seed, augment)
+    dcfg = cfg["data"]
+    stream = BatchStream(
+        dcfg["train"], logmel, tokenizer, int(tcfg.get("batch_size", 32)), seed, augment,
+        bucket=int(dcfg.get("bucket", 1)), join_p=float(dcfg.get("join_p", 0.0)),
+    )
 
     model = AcousticModel(mcfg).to(device)
     opt = torch.optim.AdamW(model.parameters(), lr=float(tcfg.get("lr", 2e-3)), weight_decay=float(tcfg.get("weight_decay", 0.01)))
@@ -134,7 +138,6 @@ def train(
         opt.load_state_dict(state["optimizer"])
         sched.load_state_dict(state["scheduler"])
         step, history = state["step"], state["history"]
-        torch.set_rng_state(state["rng"])
         t0 -= state["elapsed"]
     elif tcfg.get("init"):  # fine-tune: weights and normalisation statistics from another checkpoint
         model.load_state_dict(load_checkpoint(tcfg["init"]).model.state_dict())
@@ -163,7 +166,10 @@ def train(
 
     model.train()
     smooth = None
-    for batch in loader:
+    batches = iter(loader)  # draws from torch's generator: restore the saved state after it, not before
+    if resume and state_path.exists():
+        torch.set_rng_state(state["rng"])
+    for batch in batches:
         if step >= steps_total or step == stop_at or time.time() - t0 > max_seconds:
             break
         loss = ctc_loss(model, batch, device, augment, amp)
