@@ -29,10 +29,34 @@ def test_tiny_model_learns_and_its_checkpoint_transcribes(tmp_path, digits_wav):
 
 
 def test_resumed_training_matches_an_uninterrupted_run(tmp_path):
-    cfg = load_config(TINY, ["train.steps=12", "train.checkpoint_every=4", "model.dropout=0.0"])
+    # Augmented, joined, length-bucketed batches; the stop falls inside a pool of four batches.
+    augment = "{speed: [0.9, 1.1], shift_samples: 160, mel_warp: [0.9, 1.1], eq_db: 6.0, telephone_prob: 0.5}"
+    cfg = load_config(
+        TINY, ["train.steps=12", "train.checkpoint_every=4", "model.dropout=0.0", "data.bucket=4", "data.join_p=0.3",
+               f"augment={augment}"]
+    )
     straight = train(cfg, tmp_path / "a.pt", tmp_path / "run_a", progress=False)
     assert train(cfg, tmp_path / "b.pt", tmp_path / "run_b", progress=False, stop_at=6) is None
     resumed = train(cfg, tmp_path / "b.pt", tmp_path / "run_b", resume=True, progress=False)
     a, b = load_checkpoint(straight).model.state_dict(), load_checkpoint(resumed).model.state_dict()
     for key in a:
         torch.testing.assert_close(a[key], b[key], atol=1e-6, rtol=1e-5, msg=key)
+
+
+def test_mel_warp_moves_a_tone_and_eq_keeps_the_spectrum_shape():
+    import numpy as np
+
+    from models.features import FeatureConfig, LogMel
+    from tools.augment import AugmentConfig, augment_features
+
+    t = torch.arange(16000) / 16000
+    logmel = LogMel(FeatureConfig())(torch.sin(2 * torch.pi * 1500 * t))
+    peak = int(logmel.mean(0).argmax())
+    up = augment_features(logmel, AugmentConfig(mel_warp=(1.1, 1.1)), np.random.default_rng(0))
+    down = augment_features(logmel, AugmentConfig(mel_warp=(0.9, 0.9)), np.random.default_rng(0))
+    assert int(up.mean(0).argmax()) < peak < int(down.mean(0).argmax())  # a longer vocal tract: lower formants
+    same = augment_features(logmel, AugmentConfig(), np.random.default_rng(0))
+    torch.testing.assert_close(same, logmel)
+    eq = augment_features(logmel, AugmentConfig(eq_db=6.0), np.random.default_rng(1)) - logmel
+    assert torch.allclose(eq, eq[0].expand_as(eq))  # one curve for every frame: a channel, not noise
+    assert 0 < eq.abs().max() <= 6.0 * (1 + 1 / 2 + 1 / 3) * np.log(10) / 10

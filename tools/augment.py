@@ -1,14 +1,22 @@
-"""On-the-fly augmentation of 16 kHz float audio and of feature batches (numpy / torch, seeded)."""
+"""On-the-fly augmentation of 16 kHz float audio and of features (numpy / torch, seeded).
+
+Audio: speed (tempo and pitch), telephone band or 8 kHz band, coloured noise, gain, a random sub-hop start.
+Features: a mel-axis warp (vocal tract length, after VTLP), a smooth random EQ (microphone and channel
+colour), SpecAugment masks. FSDD has five male voices and five microphones; warp and EQ stand in for the
+voices and microphones it lacks.
+"""
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 
 import numpy as np
+import scipy.fft
 import soxr
 import torch
-from scipy import signal
 from torchaudio.functional import mask_along_axis_iid
+
+from .digits_data import telephone_band
 
 
 @dataclass(frozen=True)
@@ -17,23 +25,25 @@ class AugmentConfig:
     gain_db: tuple[float, float] = (-25.0, 6.0)
     noise_prob: float = 0.7
     snr_db: tuple[float, float] = (5.0, 40.0)
-    telephone_prob: float = 0.3  # band-limit through 8 kHz and a 300-3400 Hz filter
+    telephone_prob: float = 0.3  # through 8 kHz: 300-3400 Hz band and mu-law
+    narrowband_prob: float = 0.0  # else through 8 kHz alone, as every FSDD clip: band is then no voice cue
+    shift_samples: int = 0  # drop up to this many leading samples: the frame grid meets speech at any phase
+    mel_warp: tuple[float, float] = (1.0, 1.0)  # frequency warp factor range on the mel axis
+    eq_db: float = 0.0  # largest swing of a smooth random EQ across the mel bins
     time_masks: int = 2
     time_mask_steps: int = 12  # frames
     freq_masks: int = 2
     freq_mask_bins: int = 6
 
 
-_PHONE_BAND = signal.butter(4, [300, 3400], btype="bandpass", fs=8000, output="sos")
-
-
 def colored_noise(n: int, rng: np.random.Generator) -> np.ndarray:
     """White, pink or brown noise of unit RMS: 1/f^beta shaping of a white spectrum."""
     beta = rng.choice([0.0, 1.0, 2.0])
-    spectrum = np.fft.rfft(rng.standard_normal(n))
+    m = scipy.fft.next_fast_len(n, real=True)  # an FFT of a length with a large prime factor is 10-100x slower
+    spectrum = scipy.fft.rfft(rng.standard_normal(m))
     f = np.arange(len(spectrum), dtype=np.float64)
     f[0] = 1.0
-    noise = np.fft.irfft(spectrum / f ** (beta / 2), n)
+    noise = scipy.fft.irfft(spectrum / f ** (beta / 2), m)[:n]
     return (noise / (np.sqrt(np.mean(noise**2)) + 1e-12)).astype(np.float32)
 
 
@@ -41,8 +51,12 @@ def augment_audio(x: np.ndarray, rate: int, cfg: AugmentConfig, rng: np.random.G
     if cfg.speed[0] != 1.0 or cfg.speed[1] != 1.0:
         factor = rng.uniform(*cfg.speed)
         x = soxr.resample(x, rate, round(rate / factor))
+    if cfg.shift_samples:
+        x = x[int(rng.integers(0, cfg.shift_samples + 1)) :]
     if rng.random() < cfg.telephone_prob:
-        x = soxr.resample(signal.sosfilt(_PHONE_BAND, soxr.resample(x, rate, 8000)).astype(np.float32), 8000, rate)
+        x = soxr.resample(telephone_band(soxr.resample(x, rate, 8000), 8000), 8000, rate)
+    elif rng.random() < cfg.narrowband_prob:
+        x = soxr.resample(soxr.resample(x, rate, 8000), 8000, rate)
     if rng.random() < cfg.noise_prob and len(x):
         power = np.mean(x**2) + 1e-10
         snr = rng.uniform(*cfg.snr_db)
@@ -50,6 +64,24 @@ def augment_audio(x: np.ndarray, rate: int, cfg: AugmentConfig, rng: np.random.G
     x = x * 10 ** (rng.uniform(*cfg.gain_db) / 20)
     peak = np.max(np.abs(x)) if len(x) else 0.0
     return (x / peak * 0.99 if peak > 0.99 else x).astype(np.float32)
+
+
+def augment_features(logmel: torch.Tensor, cfg: AugmentConfig, rng: np.random.Generator) -> torch.Tensor:
+    """Warp and colour one utterance's log-mel [frames, n_mels] (natural-log power)."""
+    n = logmel.shape[-1]
+    bins = torch.arange(n, dtype=torch.float32)
+    if cfg.mel_warp != (1.0, 1.0):
+        pos = (bins * float(rng.uniform(*cfg.mel_warp))).clamp(0, n - 1)
+        lo = pos.floor().long()
+        hi = (lo + 1).clamp(max=n - 1)
+        frac = pos - lo
+        logmel = logmel[..., lo] * (1 - frac) + logmel[..., hi] * frac
+    if cfg.eq_db:
+        curve = sum(
+            float(rng.uniform(-1, 1)) * cfg.eq_db / k * torch.cos(torch.pi * k * (bins + 0.5) / n) for k in (1, 2, 3)
+        )
+        logmel = logmel + curve * (np.log(10) / 10)  # dB -> natural log of power
+    return logmel
 
 
 def spec_augment(normalized: torch.Tensor, cfg: AugmentConfig) -> torch.Tensor:

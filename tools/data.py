@@ -1,7 +1,8 @@
 """Training data: manifests and generators mixed by weight, augmented, featurised, batched.
 
-Batch b is drawn from a generator seeded by (seed, b), so a resumed run sees exactly the batches the
-uninterrupted run would have seen.
+Batches come from pools of `bucket` batches: a pool's utterances are sorted by length and cut into
+batches, so a batch pads little (an LSTM pays for every padded step). Pool p is drawn from a generator
+seeded by (seed, p), so a resumed run sees exactly the batches the uninterrupted run would have seen.
 """
 
 from __future__ import annotations
@@ -19,7 +20,7 @@ import torch
 from models.features import LogMel
 from models.tokens import Tokenizer, normalize_text
 
-from .augment import AugmentConfig, augment_audio
+from .augment import AugmentConfig, augment_audio, augment_features
 
 
 def read_manifest(path: str | Path) -> list[dict]:
@@ -87,7 +88,12 @@ class Batch:
 
 
 class BatchStream(torch.utils.data.IterableDataset):
-    """Endless batches from `start` on; each batch a pure function of (seed, index)."""
+    """Endless batches from `start` on; each batch a pure function of (seed, index).
+
+    `join_p`: chance that an item is two utterances with a pause between them, so the model learns to
+    carry its state through silence into the next utterance, as a live stream does. With several loader
+    workers each one makes every pool it takes batches from: with `bucket` > 1, one worker is cheaper.
+    """
 
     def __init__(
         self,
@@ -98,17 +104,20 @@ class BatchStream(torch.utils.data.IterableDataset):
         seed: int,
         augment: AugmentConfig | None,
         start: int = 0,
+        bucket: int = 1,
+        join_p: float = 0.0,
+        join_pause_s: tuple[float, float] = (0.3, 3.0),
     ):
         self.specs = sources
         self.logmel, self.tokenizer = logmel, tokenizer
         self.batch_size, self.seed, self.augment, self.start = batch_size, seed, augment, start
+        self.bucket, self.join_p, self.join_pause_s = bucket, join_p, join_pause_s
         self._sources = None
+        self._pool: tuple[tuple[int, int], list[list[tuple[torch.Tensor, str]]]] | None = None
 
     def __iter__(self) -> Iterator[Batch]:
         info = torch.utils.data.get_worker_info()
         workers, worker = (info.num_workers, info.id) if info else (1, 0)
-        if self._sources is None:
-            self._sources = [make_source(s) for s in self.specs]
         index = self.start + worker
         while True:
             yield self.batch(index)
@@ -116,25 +125,44 @@ class BatchStream(torch.utils.data.IterableDataset):
 
     def batch(self, index: int, purpose: int = 0) -> Batch:
         """purpose 0: training batches; other values draw independent batches (e.g. for statistics)."""
-        if self._sources is None:
-            self._sources = [make_source(s) for s in self.specs]
-        rng = np.random.default_rng([self.seed, purpose, index])
-        weights = np.array([s.get("weight", 1.0) for s in self.specs], dtype=np.float64)
-        rate = self.logmel.cfg.sample_rate
-        feats, texts = [], []
-        for _ in range(self.batch_size):
-            source = self._sources[rng.choice(len(weights), p=weights / weights.sum())]
-            audio, text = source.sample(rng, rate)
-            if self.augment is not None:
-                audio = augment_audio(audio, rate, self.augment, rng)
-            with torch.no_grad():
-                feats.append(self.logmel(torch.from_numpy(np.ascontiguousarray(audio))))
-            texts.append(normalize_text(text))
-        targets = [torch.tensor(self.tokenizer.encode(t), dtype=torch.long) for t in texts]
+        pool = index // self.bucket
+        if self._pool is None or self._pool[0] != (purpose, pool):
+            self._pool = ((purpose, pool), self._make_pool(np.random.default_rng([self.seed, purpose, pool])))
+        items = self._pool[1][index % self.bucket]
+        targets = [torch.tensor(self.tokenizer.encode(t), dtype=torch.long) for _, t in items]
         return Batch(
-            features=torch.nn.utils.rnn.pad_sequence(feats, batch_first=True),
-            frames=torch.tensor([len(f) for f in feats]),
+            features=torch.nn.utils.rnn.pad_sequence([f for f, _ in items], batch_first=True),
+            frames=torch.tensor([len(f) for f, _ in items]),
             targets=torch.cat(targets),
             target_lengths=torch.tensor([len(t) for t in targets]),
-            texts=texts,
+            texts=[t for _, t in items],
         )
+
+    def _make_pool(self, rng: np.random.Generator) -> list[list[tuple[torch.Tensor, str]]]:
+        """`bucket` batches of (features, text), utterances of like length together, in random order."""
+        items = [self._item(rng) for _ in range(self.batch_size * self.bucket)]
+        items.sort(key=lambda item: len(item[0]))
+        batches = [items[i : i + self.batch_size] for i in range(0, len(items), self.batch_size)]
+        return [batches[i] for i in rng.permutation(len(batches))]
+
+    def _item(self, rng: np.random.Generator) -> tuple[torch.Tensor, str]:
+        rate = self.logmel.cfg.sample_rate
+        audio, text = self._utterance(rng, rate)
+        if rng.random() < self.join_p:
+            second, text2 = self._utterance(rng, rate)
+            pause = rng.standard_normal(int(rng.uniform(*self.join_pause_s) * rate)).astype(np.float32)
+            pause *= np.float32(10 ** (rng.uniform(-75, -50) / 20))
+            audio, text = np.concatenate([audio, pause, second]), f"{text} {text2}"
+        if self.augment is not None:
+            audio = augment_audio(audio, rate, self.augment, rng)
+        with torch.no_grad():
+            features = self.logmel(torch.from_numpy(np.ascontiguousarray(audio)))
+            if self.augment is not None:
+                features = augment_features(features, self.augment, rng)
+        return features, normalize_text(text)
+
+    def _utterance(self, rng: np.random.Generator, rate: int) -> tuple[np.ndarray, str]:
+        if self._sources is None:
+            self._sources = [make_source(s) for s in self.specs]
+        weights = np.array([s.get("weight", 1.0) for s in self.specs], dtype=np.float64)
+        return self._sources[rng.choice(len(weights), p=weights / weights.sum())].sample(rng, rate)

@@ -174,9 +174,14 @@ def _fade(audio: np.ndarray, rate: int, seconds: float = 0.005) -> np.ndarray:
     return audio
 
 
+@functools.lru_cache(maxsize=8)
+def _phone_band(rate: int) -> np.ndarray:
+    return butter(4, [300.0, min(3400.0, 0.45 * rate)], btype="bandpass", fs=rate, output="sos")
+
+
 def telephone_band(audio: np.ndarray, rate: int) -> np.ndarray:
     """300-3400 Hz band-pass and 8-bit mu-law round trip (G.711-like), as heard over a phone."""
-    sos = butter(4, [300.0, min(3400.0, 0.45 * rate)], btype="bandpass", fs=rate, output="sos")
+    sos = _phone_band(rate)
     x = np.clip(sosfiltfilt(sos, audio), -1.0, 1.0)
     mu = 255.0
     coded = np.round(np.sign(x) * np.log1p(mu * np.abs(x)) / np.log1p(mu) * 127.0) / 127.0
