@@ -1,0 +1,69 @@
+"""Cost of one training step on this machine: making a batch (the data worker) and the model's forward and
+backward pass (the compute thread), with the share of padded LSTM steps.
+
+    python tools/bench_train.py configs/digits.yaml [--set data.bucket=1] [--batches 24]
+
+The two run on separate cores in training, so a step takes about the larger of the two.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from pathlib import Path
+
+import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from models.features import LogMel  # noqa: E402
+from models.model import AcousticModel  # noqa: E402
+from tools.augment import AugmentConfig  # noqa: E402
+from tools.data import BatchStream  # noqa: E402
+from tools.train import _configs, _dataclass, ctc_loss, load_config  # noqa: E402
+
+
+def main(argv: list[str] | None = None) -> None:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("config")
+    p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE")
+    p.add_argument("--batches", type=int, default=24, help="measured after one warm-up pool")
+    args = p.parse_args(argv)
+    torch.set_num_threads(1)
+    cfg = load_config(args.config, args.set)
+    fcfg, tokenizer, mcfg = _configs(cfg)
+    augment = _dataclass(AugmentConfig, cfg["augment"]) if cfg.get("augment") is not None else None
+    data = cfg["data"]
+    bucket = int(data.get("bucket", 1))
+    stream = BatchStream(data["train"], LogMel(fcfg), tokenizer, int(cfg["train"]["batch_size"]), 0, augment,
+                         bucket=bucket, join_p=float(data.get("join_p", 0.0)))
+    for i in range(bucket):  # warm-up: clip cache, allocator
+        stream.batch(i)
+    model = AcousticModel(mcfg)
+    opt = torch.optim.AdamW(model.parameters(), 1e-3)
+    make = compute = 0.0
+    frames = padded = 0
+    for i in range(bucket, bucket + args.batches):
+        t = time.perf_counter()
+        batch = stream.batch(i)
+        make += time.perf_counter() - t
+        frames += int(batch.frames.sum())
+        padded += batch.features.shape[0] * batch.features.shape[1]
+        t = time.perf_counter()
+        loss = ctc_loss(model, batch, torch.device("cpu"), augment, amp=False)
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+        compute += time.perf_counter() - t
+    n = args.batches
+    print(json.dumps({
+        "config": args.config, "overrides": args.set, "data_s_per_batch": round(make / n, 3),
+        "compute_s_per_batch": round(compute / n, 3), "audio_s_per_batch": round(frames / n * fcfg.frame_seconds, 1),
+        "padding": round(1 - frames / padded, 3), "compute_ms_per_audio_s": round(compute / (frames * fcfg.frame_seconds) * 1000, 2),
+    }))
+
+
+if __name__ == "__main__":
+    main()
