@@ -114,7 +114,8 @@ class Listen:
         if "listening on" in line:
             self.ready.set()
 
-    def wait_ready(self, timeout: float = 60) -> None:
+    def wait_ready(self, timeout: float = 120) -> None:
+        """Ray (--ray) takes 8-20 s to start here, over a minute when the 2 cores are busy with other work."""
         deadline = time.monotonic() + timeout
         while not self.ready.wait(0.1):
             if self.proc.poll() is not None or time.monotonic() > deadline:
