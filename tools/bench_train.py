@@ -21,8 +21,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from models.features import LogMel  # noqa: E402
 from models.model import AcousticModel  # noqa: E402
 from tools.augment import AugmentConfig  # noqa: E402
-from tools.data import BatchStream  # noqa: E402
-from tools.train import _configs, _dataclass, ctc_loss, load_config  # noqa: E402
+from tools.train import _configs, _dataclass, batch_stream, ctc_loss, load_config  # noqa: E402
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -35,10 +34,8 @@ def main(argv: list[str] | None = None) -> None:
     cfg = load_config(args.config, args.set)
     fcfg, tokenizer, mcfg = _configs(cfg)
     augment = _dataclass(AugmentConfig, cfg["augment"]) if cfg.get("augment") is not None else None
-    data = cfg["data"]
-    bucket = int(data.get("bucket", 1))
-    stream = BatchStream(data["train"], LogMel(fcfg), tokenizer, int(cfg["train"]["batch_size"]), 0, augment,
-                         bucket=bucket, join_p=float(data.get("join_p", 0.0)))
+    stream = batch_stream(cfg, LogMel(fcfg), tokenizer, augment)
+    bucket = stream.bucket
     for i in range(bucket):  # warm-up: clip cache, allocator
         stream.batch(i)
     model = AcousticModel(mcfg)

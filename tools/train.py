@@ -91,6 +91,14 @@ def _configs(cfg: dict) -> tuple[FeatureConfig, Tokenizer, ModelConfig]:
     return fcfg, tokenizer, mcfg
 
 
+def batch_stream(cfg: dict, logmel: LogMel, tokenizer: Tokenizer, augment: AugmentConfig | None) -> BatchStream:
+    data = cfg["data"]
+    return BatchStream(
+        data["train"], logmel, tokenizer, int(cfg.get("train", {}).get("batch_size", 32)), cfg.get("seed", 0), augment,
+        bucket=int(data.get("bucket", 1)), join_p=float(data.get("join_p", 0.0)),
+    )
+
+
 def export_state(cfg: dict, run_dir: str | Path, out: str | Path) -> Path:
     """Write the run's latest training state as a checkpoint (e.g. to try a model mid-training)."""
     state = torch.load(Path(run_dir) / "train_state.pt", map_location="cpu", weights_only=False)
@@ -120,11 +128,7 @@ def train(
     augment = _dataclass(AugmentConfig, cfg["augment"]) if cfg.get("augment") is not None else None
     logmel = LogMel(fcfg)
     steps_total = int(tcfg.get("steps", 1000))
-    dcfg = cfg["data"]
-    stream = BatchStream(
-        dcfg["train"], logmel, tokenizer, int(tcfg.get("batch_size", 32)), seed, augment,
-        bucket=int(dcfg.get("bucket", 1)), join_p=float(dcfg.get("join_p", 0.0)),
-    )
+    stream = batch_stream(cfg, logmel, tokenizer, augment)
 
     model = AcousticModel(mcfg).to(device)
     opt = torch.optim.AdamW(model.parameters(), lr=float(tcfg.get("lr", 2e-3)), weight_decay=float(tcfg.get("weight_decay", 0.01)))
