@@ -21,6 +21,7 @@ from models.features import LogMel
 from models.tokens import Tokenizer, normalize_text
 
 from .augment import AugmentConfig, augment_audio, augment_features
+from .digits_data import resolve_path
 
 
 def read_manifest(path: str | Path) -> list[dict]:
@@ -43,7 +44,7 @@ def load_audio(path: str, rate: int) -> np.ndarray:
 
 class ManifestSource:
     def __init__(self, path: str, max_duration: float = 30.0):
-        self.rows = [r for r in read_manifest(path) if r.get("duration", 0) <= max_duration]
+        self.rows = [r for r in read_manifest(resolve_path(path)) if r.get("duration", 0) <= max_duration]
         if not self.rows:
             raise ValueError(f"{path}: no utterances")
 

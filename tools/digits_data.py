@@ -64,7 +64,7 @@ class ConnectedOptions:
 # FSDD clips
 
 
-def _resolve_root(root: str | Path) -> Path:
+def resolve_path(root: str | Path) -> Path:
     """A relative root is taken from the working directory, else from the repository root."""
     root = Path(root)
     if root.is_absolute() or root.exists():
@@ -74,7 +74,7 @@ def _resolve_root(root: str | Path) -> Path:
 
 def fsdd_clips(root: str | Path = FSDD_ROOT, speakers: Sequence[str] | None = None) -> list[Clip]:
     """All FSDD clips under `root`/recordings (or `root` itself), optionally of some speakers only."""
-    root = _resolve_root(root)
+    root = resolve_path(root)
     folder = root / "recordings" if (root / "recordings").is_dir() else root
     wanted = set(speakers) if speakers else None
     clips = []
