@@ -29,7 +29,7 @@ class AugmentConfig:
     narrowband_prob: float = 0.0  # else through 8 kHz alone, as every FSDD clip: band is then no voice cue
     shift_samples: int = 0  # drop up to this many leading samples: the frame grid meets speech at any phase
     mel_warp: tuple[float, float] = (1.0, 1.0)  # frequency warp factor range on the mel axis
-    eq_db: float = 0.0  # largest swing of a smooth random EQ across the mel bins
+    eq_db: float = 0.0  # smooth random EQ: three cosines across the mel bins, at most eq_db / k dB each
     time_masks: int = 2
     time_mask_steps: int = 12  # frames
     freq_masks: int = 2
