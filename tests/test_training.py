@@ -60,3 +60,12 @@ def test_mel_warp_moves_a_tone_and_eq_keeps_the_spectrum_shape():
     eq = augment_features(logmel, AugmentConfig(eq_db=6.0), np.random.default_rng(1)) - logmel
     assert torch.allclose(eq, eq[0].expand_as(eq))  # one curve for every frame: a channel, not noise
     assert 0 < eq.abs().max() <= 6.0 * (1 + 1 / 2 + 1 / 3) * np.log(10) / 10
+
+
+def test_a_leave_one_speaker_out_fold_never_trains_on_its_speaker():
+    from tools.data import make_source
+    from tools.loso import SPEAKERS, fold_config
+
+    cfg = fold_config(load_config(REPO / "configs" / "digits.yaml"), "george")
+    fsdd = [make_source(s) for s in cfg["data"]["train"] if s["type"] == "fsdd_connected"]
+    assert fsdd and all({c.speaker for c in source.clips} == set(SPEAKERS) - {"george"} for source in fsdd)

@@ -3,7 +3,7 @@
     python tools/loso.py [--config configs/digits.yaml] [--speakers george nicolas]
 
 Each fold trains the bundled model's recipe from scratch with one FSDD speaker removed from its data (the
-synthetic voices stay) and is scored on connected strings of that speaker, at 16 kHz and telephone band
+other sources stay) and is scored on connected strings of that speaker, at 16 kHz and telephone band
 (8 kHz). Folds resume where they stopped. Results: runs/loso/results.json and a markdown table.
 """
 
