@@ -437,13 +437,7 @@ class _Fleet:
         from .stages import LocalPipeline
 
         if self.opts.in_process:
-            import torch
-
-            from .session import Recognizer
-
-            torch.set_num_threads(self.opts.threads)
-            rec = Recognizer.load(self.model, device=self.spec.device, options=self.spec.options, endpoint=self.spec.endpoint)
-            self.workers = [self._worker(LocalPipeline(rec, self.spec))]
+            self.workers = [self._worker(LocalPipeline.load(self.model, self.spec, self.spec.device, self.opts.threads))]
             return
         import ray
 

@@ -58,13 +58,7 @@ def _pipeline(args: argparse.Namespace):
 
     spec = PipelineSpec(device=args.compute_device, options=decode_options(args), decoders=args.decoders)
     if args.in_process:
-        import torch
-
-        from .session import Recognizer
-
-        torch.set_num_threads(args.threads)
-        rec = Recognizer.load(args.model, device=args.compute_device or "cpu", options=spec.options)
-        return LocalPipeline(rec, spec), lambda: None
+        return LocalPipeline.load(args.model, spec, args.compute_device or "cpu", args.threads), lambda: None
     import ray
 
     started = init_ray(args.address)

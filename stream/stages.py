@@ -398,6 +398,12 @@ class LocalPipeline:
         self.decoder = DecodeStage(recognizer)
         self.node_id = "local"
 
+    @classmethod
+    def load(cls, model: str | Path, spec: PipelineSpec, device: str | None, threads: int = 1) -> LocalPipeline:
+        """The in-process pipeline for a model file, with the spec's decoding and endpointing."""
+        torch.set_num_threads(threads)
+        return cls(Recognizer.load(model, device=device, options=spec.options, endpoint=spec.endpoint), spec)
+
     def submit(self, producer: Hashable, seq: int, chunks: dict[Key, Chunk]) -> dict[Key, Update]:
         req = self.model.submit(self.features.process(chunks), producer)
         self.model.tick()
