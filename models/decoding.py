@@ -128,7 +128,10 @@ class BeamDecoder:
         self._started = False
         # flashlight ends a hypothesis mid-word when no beam entry reached a word boundary: with a
         # lexicon, only its complete words are reported.
-        self._vocabulary = _lexicon_words(lexicon) if lexicon else None
+        if options.lexicon:
+            self._vocabulary = _lexicon_words(options.lexicon)
+        else:  # the word list the lexicon file was written from: no file read per stream
+            self._vocabulary = set(options.words) if options.words else None
 
     def accept(self, log_probs: torch.Tensor, first_step: int) -> None:
         if not self._started:
