@@ -1,7 +1,9 @@
-"""The acoustic model: frame stacking, a unidirectional LSTM and a CTC output layer.
+"""The acoustic model: frame stacking, a causal running mean normalisation, a unidirectional LSTM and a CTC
+output layer.
 
 The recurrent state is explicit (`forward(x, state) -> (log_probs, state)`), so one model serves any
-number of streams: a caller keeps each stream's (h, c) and batches streams by stacking their states.
+number of streams: a caller keeps each stream's state and batches streams by stacking every tensor of it
+along dimension 1.
 """
 
 from __future__ import annotations
@@ -12,7 +14,8 @@ import torch
 from torch import nn
 from torch.nn.utils.rnn import pack_padded_sequence, pad_packed_sequence
 
-State = tuple[torch.Tensor, torch.Tensor]  # (h, c), each [layers, batch, hidden]
+State = tuple[torch.Tensor, torch.Tensor, torch.Tensor]
+"""(h, c) of the LSTM, each [layers, batch, hidden], and the running mean's decayed sum and count [1, batch, n_mels + 1]."""
 
 
 @dataclass(frozen=True)
@@ -23,6 +26,10 @@ class ModelConfig:
     layers: int = 2
     n_tokens: int = 29
     dropout: float = 0.1
+    # Causal mean normalisation over about this many steps (0: off). It takes the microphone's and the voice's
+    # long-term spectrum off the features, as the stream goes, so a new channel does not look like new sounds.
+    cmn_steps: int = 0
+    cmn_prior_steps: int = 10  # weight of the training set's mean (zero after global normalisation) at the start
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -43,7 +50,8 @@ class AcousticModel(nn.Module):
     def initial_state(self, batch: int = 1) -> State:
         p = next(self.parameters())
         zeros = torch.zeros(self.cfg.layers, batch, self.cfg.hidden, device=p.device, dtype=p.dtype)
-        return zeros, zeros.clone()
+        norm = torch.zeros(1, batch, self.cfg.n_mels + 1, device=p.device, dtype=torch.float32)
+        return zeros, zeros.clone(), norm
 
     def forward(
         self, features: torch.Tensor, state: State | None = None, lengths: torch.Tensor | None = None
@@ -55,16 +63,18 @@ class AcousticModel(nn.Module):
         """
         b, t, f = features.shape
         x = (features - self.feature_mean) / self.feature_std
+        x = x.reshape(b, t // self.cfg.stack, self.cfg.stack, f)
+        h, c, norm = self.initial_state(b) if state is None else state
+        if self.cfg.cmn_steps:
+            x, norm = running_mean_normalise(x, norm, lengths, self.cfg.cmn_steps, self.cfg.cmn_prior_steps)
         x = x.reshape(b, t // self.cfg.stack, f * self.cfg.stack)
-        if state is None:
-            state = self.initial_state(b)
         if lengths is None or bool((lengths == x.shape[1]).all()):
-            y, state = self.lstm(x, state)
+            y, (h, c) = self.lstm(x, (h, c))
         else:
             packed = pack_padded_sequence(x, lengths.cpu(), batch_first=True, enforce_sorted=False)
-            y, state = self.lstm(packed, state)
+            y, (h, c) = self.lstm(packed, (h, c))
             y, _ = pad_packed_sequence(y, batch_first=True, total_length=x.shape[1])
-        return self.output(y).log_softmax(-1), state
+        return self.output(y).log_softmax(-1), (h, c, norm)
 
     def flops_per_step(self) -> int:
         """Multiply-adds x 2 of one LSTM step of one stream (gates + output layer)."""
@@ -74,3 +84,30 @@ class AcousticModel(nn.Module):
             flops += 2 * 4 * c.hidden * (n_in + c.hidden)
             n_in = c.hidden
         return flops + 2 * c.hidden * c.n_tokens
+
+
+def running_mean_normalise(
+    x: torch.Tensor, norm: torch.Tensor, lengths: torch.Tensor | None, window: int, prior: int
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """x [batch, steps, stack, n_mels] minus its running mean up to each step, and the new `norm` state.
+
+    The mean forgets with a time constant of `window` steps. It starts from `prior` steps' worth of zeros (the
+    training set's mean), a weight that decays like the data's: count / window = 1 - decay ** steps_seen. Step by step, so any split of a stream into calls gives the same numbers; streams
+    with fewer `lengths` steps keep their state from their own last step.
+    """
+    decay = 1.0 - 1.0 / window
+    total, count = norm[0, :, :-1], norm[0, :, -1:]
+    steps = x.shape[1]
+    live = None if lengths is None else (torch.arange(steps, device=x.device)[None, :] < lengths.to(x.device)[:, None])
+    step_means = x.float().mean(2)  # [batch, steps, n_mels]
+    means = []
+    for i in range(steps):
+        new_total, new_count = decay * total + step_means[:, i], decay * count + 1.0
+        if live is None:
+            total, count = new_total, new_count
+        else:
+            keep = live[:, i : i + 1]
+            total, count = torch.where(keep, new_total, total), torch.where(keep, new_count, count)
+        means.append(total / (count + prior * (1.0 - count / window)))
+    mean = torch.stack(means, 1) if means else step_means
+    return x - mean[:, :, None, :].to(x.dtype), torch.cat([total, count], -1)[None]

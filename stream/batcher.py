@@ -15,7 +15,8 @@ class SlotsFull(RuntimeError):
 
 
 class SequenceBatcher:
-    """Owns a [layers, slots, hidden] state on the model's device; a stream holds one slot from start to end.
+    """Owns every stream's model state, slots along dimension 1, on the model's device; a stream holds one slot
+    from start to end.
 
     Streams that go quiet for `idle_timeout` seconds are expired so a vanished client cannot hold a
     slot forever; `expire()` says which.
@@ -33,8 +34,7 @@ class SequenceBatcher:
         self.max_slots = max_slots
         self.idle_timeout = idle_timeout
         self.clock = clock
-        h, c = model.initial_state(slots)
-        self.h, self.c = h, c
+        self.state = model.initial_state(slots)
         self._free = list(range(slots - 1, -1, -1))
         self._slot: dict[Hashable, int] = {}
         self._last_used: dict[Hashable, float] = {}
@@ -52,8 +52,8 @@ class SequenceBatcher:
         if not self._free:
             self._grow()
         slot = self._free.pop()
-        self.h[:, slot] = 0
-        self.c[:, slot] = 0
+        for tensor in self.state:
+            tensor[:, slot] = 0
         self._slot[key] = slot
         self._last_used[key] = self.clock()
 
@@ -84,20 +84,20 @@ class SequenceBatcher:
         keys = list(ready)
         stack = self.model.cfg.stack
         lengths = torch.tensor([len(ready[k]) // stack for k in keys])
-        device = self.h.device
+        device = self.state[0].device
         x = torch.nn.utils.rnn.pad_sequence([ready[k] for k in keys], batch_first=True).to(device)
         idx = torch.tensor([self._slot[k] for k in keys], device=device)
-        log_probs, (h, c) = self.model(x, (self.h[:, idx], self.c[:, idx]), lengths)
-        self.h[:, idx], self.c[:, idx] = h, c
+        log_probs, new_state = self.model(x, tuple(t[:, idx] for t in self.state), lengths)
+        for tensor, new in zip(self.state, new_state):
+            tensor[:, idx] = new
         log_probs = log_probs.cpu()
         out.update({k: log_probs[i, : lengths[i]] for i, k in enumerate(keys)})
         return out
 
     def _grow(self) -> None:
-        n = self.h.shape[1]
+        n = self.state[0].shape[1]
         if n >= self.max_slots:
             raise SlotsFull(f"all {n} stream slots are in use")
         extra = min(n, self.max_slots - n)
-        h, c = self.model.initial_state(extra)
-        self.h, self.c = torch.cat([self.h, h], 1), torch.cat([self.c, c], 1)
+        self.state = tuple(torch.cat([t, new], 1) for t, new in zip(self.state, self.model.initial_state(extra)))
         self._free.extend(range(n + extra - 1, n - 1, -1))
