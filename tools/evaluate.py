@@ -1,6 +1,10 @@
 """Word and sentence error rate of a model on a manifest, through the real streaming path.
 
     python tools/evaluate.py --model digits --manifest data/test/lucas/manifest.jsonl [--chunk-ms 160] [--beam 0]
+    python tools/evaluate.py --manifest data/test/lucas/manifest.jsonl --continuous 5   # one stream, 5 s pauses
+
+`--continuous` plays the whole manifest as one live stream (quiet noise between the utterances), as a
+microphone would: the model's state is carried from each utterance into the next instead of starting fresh.
 
 Prints one JSON summary line last: {"model", "manifest", "utterances", "wer", "ser", "audio_seconds",
 "wall_seconds", "rtf"}.
@@ -14,6 +18,8 @@ import sys
 import time
 from pathlib import Path
 
+import numpy as np
+import soundfile as sf
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
@@ -24,8 +30,10 @@ from tools.data import read_manifest  # noqa: E402
 from tools.scoring import score  # noqa: E402
 
 
-def evaluate(recognizer: Recognizer, manifest: str | Path, chunk_ms: int = 160, out: str | None = None) -> dict:
-    rows = read_manifest(manifest)
+def evaluate(
+    recognizer: Recognizer, manifest: str | Path, chunk_ms: int = 160, out: str | None = None, first: int | None = None
+) -> dict:
+    rows = read_manifest(manifest)[:first]
     pairs, audio_seconds = [], 0.0
     t0 = time.perf_counter()
     hyps = []
@@ -47,6 +55,41 @@ def evaluate(recognizer: Recognizer, manifest: str | Path, chunk_ms: int = 160, 
     }
 
 
+def evaluate_continuous(
+    recognizer: Recognizer, manifest: str | Path, pause_s: float, chunk_ms: int = 160, noise_dbfs: float = -60.0,
+    first: int | None = None,
+) -> dict:
+    """All utterances in one session, `pause_s` of noise at `noise_dbfs` between them; each word is scored
+    against the utterance its start time falls in (the pause split evenly between neighbours)."""
+    rows = read_manifest(manifest)[:first]
+    rate = sf.info(rows[0]["audio"]).samplerate
+    rng = np.random.default_rng(0)
+    parts, bounds, t = [], [], 0.0
+    for row in rows:
+        audio, r = sf.read(row["audio"], dtype="float32")
+        if r != rate:
+            raise ValueError(f"{row['audio']}: {r} Hz, the manifest's first file is {rate} Hz")
+        pause = rng.normal(0.0, 10 ** (noise_dbfs / 20), int(pause_s * rate)).astype(np.float32)
+        parts += [pause, audio]
+        bounds.append(t + pause_s / 2)
+        t += pause_s + len(audio) / rate
+    stream = np.concatenate(parts)
+    session, events, size = recognizer.session(rate), [], max(1, rate * chunk_ms // 1000)
+    t0 = time.perf_counter()
+    for i in range(0, len(stream), size):
+        events += session.accept(stream[i : i + size])
+    events += session.finish()
+    wall = time.perf_counter() - t0
+    words = [w for e in events if e.type == "final" for w in e.words]
+    hyps = [[] for _ in rows]
+    for w in words:
+        hyps[max(0, int(np.searchsorted(bounds, w.start, side="right")) - 1)].append(w.word)
+    result = score((row["text"], " ".join(h)) for row, h in zip(rows, hyps))
+    audio_seconds = len(stream) / rate
+    return {"manifest": str(manifest), "continuous_pause_s": pause_s, **result, "audio_seconds": round(audio_seconds, 1),
+            "wall_seconds": round(wall, 2), "rtf": round(wall / audio_seconds, 5)}
+
+
 def main(argv: list[str] | None = None) -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--model", default="digits")
@@ -55,13 +98,19 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--beam", type=int, help="0: greedy (default: the model's recommended decoding)")
     p.add_argument("--threads", type=int, default=1, help="torch threads (1: the per-core figure)")
     p.add_argument("--out", help="per-utterance ref/hyp JSON lines")
+    p.add_argument("--first", type=int, help="only the manifest's first N utterances")
+    p.add_argument("--continuous", type=float, metavar="PAUSE_S", help="one stream, PAUSE_S seconds between utterances")
     args = p.parse_args(argv)
     torch.set_num_threads(args.threads)
     recognizer = Recognizer.load(args.model, device="cpu")
     if args.beam is not None:
         recognizer = recognizer.with_options(beam=args.beam)
     for manifest in args.manifest:
-        summary = {"model": str(args.model), **evaluate(recognizer, manifest, args.chunk_ms, args.out)}
+        if args.continuous is not None:
+            result = evaluate_continuous(recognizer, manifest, args.continuous, args.chunk_ms, first=args.first)
+        else:
+            result = evaluate(recognizer, manifest, args.chunk_ms, args.out, args.first)
+        summary = {"model": str(args.model), **result}
         print(json.dumps(summary), flush=True)
 
 
