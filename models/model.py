@@ -8,6 +8,7 @@ along dimension 1.
 
 from __future__ import annotations
 
+import math
 from dataclasses import asdict, dataclass
 
 import torch
@@ -15,7 +16,8 @@ from torch import nn
 from torch.nn.utils.rnn import pack_padded_sequence, pad_packed_sequence
 
 State = tuple[torch.Tensor, torch.Tensor, torch.Tensor]
-"""(h, c) of the LSTM, each [layers, batch, hidden], and the running mean's decayed sum and count [1, batch, n_mels + 1]."""
+"""(h, c) of the LSTM, each [layers, batch, hidden], and the running mean's state [1, batch, n_mels + 3]: decayed
+sum and count, peak level, whether the stream has started."""
 
 
 @dataclass(frozen=True)
@@ -30,6 +32,8 @@ class ModelConfig:
     # long-term spectrum off the features, as the stream goes, so a new channel does not look like new sounds.
     cmn_steps: int = 0
     cmn_prior_steps: int = 10  # weight of the training set's mean (zero after global normalisation) at the start
+    cmn_gate_db: float = 0.0  # steps this far below the recent peak level do not move the mean (0: all do)
+    cmn_gate_fall_db: float = 0.003  # the peak level falls this much a step (0.1 dB/s at 30 ms steps: 3 dB in 30 s)
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -50,7 +54,7 @@ class AcousticModel(nn.Module):
     def initial_state(self, batch: int = 1) -> State:
         p = next(self.parameters())
         zeros = torch.zeros(self.cfg.layers, batch, self.cfg.hidden, device=p.device, dtype=p.dtype)
-        norm = torch.zeros(1, batch, self.cfg.n_mels + 1, device=p.device, dtype=torch.float32)
+        norm = torch.zeros(1, batch, self.cfg.n_mels + 3, device=p.device, dtype=torch.float32)
         return zeros, zeros.clone(), norm
 
     def forward(
@@ -66,7 +70,8 @@ class AcousticModel(nn.Module):
         x = x.reshape(b, t // self.cfg.stack, self.cfg.stack, f)
         h, c, norm = self.initial_state(b) if state is None else state
         if self.cfg.cmn_steps:
-            x, norm = running_mean_normalise(x, norm, lengths, self.cfg.cmn_steps, self.cfg.cmn_prior_steps)
+            energy = features.reshape(b, t // self.cfg.stack, self.cfg.stack * f).mean(-1)
+            x, norm = running_mean_normalise(x, energy, norm, lengths, self.cfg)
         x = x.reshape(b, t // self.cfg.stack, f * self.cfg.stack)
         if lengths is None or bool((lengths == x.shape[1]).all()):
             y, (h, c) = self.lstm(x, (h, c))
@@ -87,27 +92,35 @@ class AcousticModel(nn.Module):
 
 
 def running_mean_normalise(
-    x: torch.Tensor, norm: torch.Tensor, lengths: torch.Tensor | None, window: int, prior: int
+    x: torch.Tensor, energy: torch.Tensor, norm: torch.Tensor, lengths: torch.Tensor | None, cfg: ModelConfig
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """x [batch, steps, stack, n_mels] minus its running mean up to each step, and the new `norm` state.
 
-    The mean forgets with a time constant of `window` steps. It starts from `prior` steps' worth of zeros (the
-    training set's mean), a weight that decays like the data's: count / window = 1 - decay ** steps_seen. Step by step, so any split of a stream into calls gives the same numbers; streams
-    with fewer `lengths` steps keep their state from their own last step.
+    The mean forgets with a time constant of `cfg.cmn_steps` steps. It starts from `cfg.cmn_prior_steps` steps'
+    worth of zeros (the training set's mean), a weight that fades like the data's (count / window = 1 - decay **
+    steps counted). With `cmn_gate_db`, steps more than that below the loudest recent step (`energy`, mean log
+    power, a peak that falls `cmn_gate_fall_db` a step) are not counted, so a long pause does not pull the mean
+    down to the silence. Step by step, so any split of a stream into calls gives the same numbers; streams with
+    fewer `lengths` steps keep their state from their own last step.
     """
-    decay = 1.0 - 1.0 / window
-    total, count = norm[0, :, :-1], norm[0, :, -1:]
+    window, prior = cfg.cmn_steps, cfg.cmn_prior_steps
+    decay, db = 1.0 - 1.0 / window, math.log(10.0) / 10.0  # log power in nats per dB
+    gate, fall = cfg.cmn_gate_db * db if cfg.cmn_gate_db else math.inf, cfg.cmn_gate_fall_db * db
+    n = x.shape[-1]
+    total, count, peak, seen = norm[0, :, :n], norm[0, :, n : n + 1], norm[0, :, n + 1 : n + 2], norm[0, :, n + 2 :]
     steps = x.shape[1]
-    live = None if lengths is None else (torch.arange(steps, device=x.device)[None, :] < lengths.to(x.device)[:, None])
-    step_means = x.float().mean(2)  # [batch, steps, n_mels]
+    live = torch.ones(x.shape[0], steps, dtype=torch.bool, device=x.device)
+    if lengths is not None:
+        live = torch.arange(steps, device=x.device)[None, :] < lengths.to(x.device)[:, None]
+    step_means, energy = x.float().mean(2), energy.float()  # [batch, steps, n_mels], [batch, steps]
     means = []
     for i in range(steps):
-        new_total, new_count = decay * total + step_means[:, i], decay * count + 1.0
-        if live is None:
-            total, count = new_total, new_count
-        else:
-            keep = live[:, i : i + 1]
-            total, count = torch.where(keep, new_total, total), torch.where(keep, new_count, count)
+        e, alive = energy[:, i : i + 1], live[:, i : i + 1]
+        peak = torch.where(alive, torch.where(seen > 0, torch.maximum(e, peak - fall), e), peak)
+        seen = torch.where(alive, torch.ones_like(seen), seen)
+        counted = alive & (e > peak - gate)
+        total = torch.where(counted, decay * total + step_means[:, i], total)
+        count = torch.where(counted, decay * count + 1.0, count)
         means.append(total / (count + prior * (1.0 - count / window)))
     mean = torch.stack(means, 1) if means else step_means
-    return x - mean[:, :, None, :].to(x.dtype), torch.cat([total, count], -1)[None]
+    return x - mean[:, :, None, :].to(x.dtype), torch.cat([total, count, peak, seen], -1)[None]

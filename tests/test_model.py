@@ -1,5 +1,5 @@
-"""The acoustic model's causal mean normalisation: exact across calls, per stream in a batch, and it takes a
-fixed channel colour off real speech."""
+"""The acoustic model's causal mean normalisation: exact across calls, per stream in a batch; it takes a fixed
+channel colour off real speech, and its gate keeps a long pause from pulling the mean down to the silence."""
 
 from __future__ import annotations
 
@@ -17,7 +17,7 @@ def real_features(digits_audio, repeat: int = 1) -> torch.Tensor:
 
 def test_normalised_model_is_exact_across_calls_and_per_stream(digits_audio):
     torch.manual_seed(0)
-    model = AcousticModel(ModelConfig(hidden=32, cmn_steps=50)).eval()
+    model = AcousticModel(ModelConfig(hidden=32, cmn_steps=50, cmn_gate_db=25.0)).eval()
     x = real_features(digits_audio)
     with torch.no_grad():
         whole, whole_state = model(x)
@@ -37,15 +37,40 @@ def test_normalised_model_is_exact_across_calls_and_per_stream(digits_audio):
         torch.testing.assert_close(batch_state[2][:, 1], alone_state[2][:, 0], atol=1e-5, rtol=0)
 
 
+def normalise(x: torch.Tensor, cfg: ModelConfig) -> torch.Tensor:
+    """Frames [1, steps * 3, n_mels] -> running-mean normalised [1, steps, 3, n_mels], from a fresh state."""
+    steps = x.shape[1] // 3
+    state = AcousticModel(cfg).initial_state(1)[2]
+    energy = x.reshape(1, steps, -1).mean(-1)
+    return running_mean_normalise(x.reshape(1, steps, 3, -1), energy, state, None, cfg)[0]
+
+
 def test_running_mean_takes_a_fixed_channel_colour_off(digits_audio):
     x = real_features(digits_audio, repeat=3)
     steps = x.shape[1] // 3
-    x = x.reshape(1, steps, 3, -1)
-    tilt = torch.linspace(-3.0, 3.0, x.shape[-1])  # a microphone 3 dB-ish in log power louder at the top, quieter at the bottom
-    state = torch.zeros(1, 1, x.shape[-1] + 1)
-    plain, _ = running_mean_normalise(x, state, None, window=100, prior=10)
-    coloured, _ = running_mean_normalise(x + tilt, state, None, window=100, prior=10)
+    cfg = ModelConfig(cmn_steps=100, cmn_prior_steps=10)
+    tilt = torch.linspace(-3.0, 3.0, x.shape[-1])  # log power: a microphone brighter at the top, duller at the bottom
+    plain, coloured = normalise(x, cfg), normalise(x + tilt, cfg)
     left = (coloured - plain).abs().amax((0, 2, 3))  # what remains of the colour, per step
     assert left[0] > 0.5 * tilt.abs().max()  # at the start the mean is still the training set's
     assert left[100:].max() < 0.1 * tilt.abs().max(), left[100:].max()  # after 3 s, under a tenth of it
     assert steps > 150
+
+
+def test_gate_keeps_a_long_pause_from_pulling_the_mean_down(digits_audio):
+    speech = torch.from_numpy(digits_audio[0]).float()
+    quiet = torch.randn(16000 * 30) * 1e-3  # 30 s of noise at -60 dBFS, as between a microphone's utterances
+    logmel = LogMel(FeatureConfig())
+    first, pause = logmel(speech), logmel(quiet)
+    x = torch.cat([first, pause, first])[None]
+    x = x[:, : x.shape[1] // 3 * 3]
+    end, onset = len(first) // 3 - 1, (len(first) + len(pause)) // 3  # last step of the first speech, first of the next
+
+    def mean_drift(cfg: ModelConfig) -> float:
+        """How far the running mean moved from the end of the first utterance to the start of the second."""
+        mean = x.reshape(1, -1, 3, x.shape[-1]) - normalise(x, cfg)  # the subtracted mean (in raw log-mel units)
+        return float((mean[0, onset, 0] - mean[0, end, 0]).abs().mean())
+
+    gated, plain = mean_drift(ModelConfig(cmn_steps=100, cmn_gate_db=25.0)), mean_drift(ModelConfig(cmn_steps=100))
+    assert plain > 2.0, plain  # without the gate the mean follows the silence...
+    assert gated < 0.1 * plain, (gated, plain)  # ...with it, the speech comes back to the mean it left
