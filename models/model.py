@@ -16,8 +16,8 @@ from torch import nn
 from torch.nn.utils.rnn import pack_padded_sequence, pad_packed_sequence
 
 State = tuple[torch.Tensor, torch.Tensor, torch.Tensor]
-"""(h, c) of the LSTM, each [layers, batch, hidden], and the running mean's state [1, batch, n_mels + 3]: decayed
-sum and count, peak level, whether the stream has started."""
+"""(h, c) of the LSTM, each [layers, batch, hidden], and the running mean's state [1, batch, n_mels + 2]: decayed
+sum and count (0 until the stream's first step), peak level."""
 
 
 @dataclass(frozen=True)
@@ -54,7 +54,7 @@ class AcousticModel(nn.Module):
     def initial_state(self, batch: int = 1) -> State:
         p = next(self.parameters())
         zeros = torch.zeros(self.cfg.layers, batch, self.cfg.hidden, device=p.device, dtype=p.dtype)
-        norm = torch.zeros(1, batch, self.cfg.n_mels + 3, device=p.device, dtype=torch.float32)
+        norm = torch.zeros(1, batch, self.cfg.n_mels + 2, device=p.device, dtype=torch.float32)
         return zeros, zeros.clone(), norm
 
     def forward(
@@ -107,7 +107,7 @@ def running_mean_normalise(
     decay, db = 1.0 - 1.0 / window, math.log(10.0) / 10.0  # log power in nats per dB
     gate, fall = cfg.cmn_gate_db * db if cfg.cmn_gate_db else math.inf, cfg.cmn_gate_fall_db * db
     n = x.shape[-1]
-    total, count, peak, seen = norm[0, :, :n], norm[0, :, n : n + 1], norm[0, :, n + 1 : n + 2], norm[0, :, n + 2 :]
+    total, count, peak = norm[0, :, :n], norm[0, :, n : n + 1], norm[0, :, n + 1 :]
     steps = x.shape[1]
     live = torch.ones(x.shape[0], steps, dtype=torch.bool, device=x.device)
     if lengths is not None:
@@ -116,11 +116,11 @@ def running_mean_normalise(
     means = []
     for i in range(steps):
         e, alive = energy[:, i : i + 1], live[:, i : i + 1]
-        peak = torch.where(alive, torch.where(seen > 0, torch.maximum(e, peak - fall), e), peak)
-        seen = torch.where(alive, torch.ones_like(seen), seen)
+        # A stream's first step is its peak and always counted, so count > 0 from then on says it has started.
+        peak = torch.where(alive, torch.where(count > 0, torch.maximum(e, peak - fall), e), peak)
         counted = alive & (e > peak - gate)
         total = torch.where(counted, decay * total + step_means[:, i], total)
         count = torch.where(counted, decay * count + 1.0, count)
         means.append(total / (count + prior * (1.0 - count / window)))
     mean = torch.stack(means, 1) if means else step_means
-    return x - mean[:, :, None, :].to(x.dtype), torch.cat([total, count, peak, seen], -1)[None]
+    return x - mean[:, :, None, :].to(x.dtype), torch.cat([total, count, peak], -1)[None]

@@ -46,6 +46,10 @@ class SequenceBatcher:
     def active(self) -> int:
         return len(self._slot)
 
+    @property
+    def slots(self) -> int:
+        return self.state[0].shape[1]
+
     def start(self, key: Hashable) -> None:
         if key in self._slot:
             raise KeyError(f"stream {key!r} already started")
@@ -95,7 +99,7 @@ class SequenceBatcher:
         return out
 
     def _grow(self) -> None:
-        n = self.state[0].shape[1]
+        n = self.slots
         if n >= self.max_slots:
             raise SlotsFull(f"all {n} stream slots are in use")
         extra = min(n, self.max_slots - n)

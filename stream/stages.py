@@ -315,7 +315,7 @@ class ModelStage:
 
     def stats(self) -> dict:
         b = self.batcher
-        return {"active": b.active, "reserved": len(self._reserved), "slots": b.state[0].shape[1], "max_slots": b.max_slots,
+        return {"active": b.active, "reserved": len(self._reserved), "slots": b.slots, "max_slots": b.max_slots,
                 "queued": len(self._queue), "lstm_calls": self.calls, "expired": self.expired_total}
 
 

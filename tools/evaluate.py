@@ -26,7 +26,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from stream.session import Recognizer  # noqa: E402
 from stream.transcribe import transcribe_file  # noqa: E402
-from tools.data import read_manifest  # noqa: E402
+from tools.data import load_audio, read_manifest  # noqa: E402
 from tools.scoring import score  # noqa: E402
 
 
@@ -60,15 +60,14 @@ def evaluate_continuous(
     first: int | None = None,
 ) -> dict:
     """All utterances in one session, `pause_s` of noise at `noise_dbfs` between them; each word is scored
-    against the utterance its start time falls in (the pause split evenly between neighbours)."""
+    against the utterance its start time falls in (the pause split evenly between neighbours). The stream runs at
+    the first file's rate; other files are resampled to it."""
     rows = read_manifest(manifest)[:first]
     rate = sf.info(rows[0]["audio"]).samplerate
     rng = np.random.default_rng(0)
     parts, bounds, t = [], [], 0.0
     for row in rows:
-        audio, r = sf.read(row["audio"], dtype="float32")
-        if r != rate:
-            raise ValueError(f"{row['audio']}: {r} Hz, the manifest's first file is {rate} Hz")
+        audio = load_audio(row["audio"], rate)
         pause = rng.normal(0.0, 10 ** (noise_dbfs / 20), int(pause_s * rate)).astype(np.float32)
         parts += [pause, audio]
         bounds.append(t + pause_s / 2)
