@@ -8,6 +8,7 @@ part that is batched across streams, by the session or the Ray model actor.
 
 from __future__ import annotations
 
+import functools
 from dataclasses import asdict, dataclass, field
 
 import numpy as np
@@ -17,6 +18,18 @@ from models.audio import AudioConverter
 from models.decoding import DecodeOptions, Hypothesis, Word, make_decoder
 from models.features import FeatureStream, LogMel
 from models.tokens import Tokenizer
+
+# Quiet noise after the end of every stream (-70 dBFS, the quietest noise floor in training): a unidirectional
+# model emits a word after hearing it, so audio cut tight after the last word lost that word. Seeded, so every
+# stream gets the same samples; it comes after the caller's audio, so no time moves.
+TAIL_SECONDS = 0.3
+TAIL_DBFS = -70.0
+
+
+@functools.lru_cache(maxsize=4)
+def tail_padding(samples: int) -> torch.Tensor:
+    noise = np.random.default_rng(0).normal(0.0, 10 ** (TAIL_DBFS / 20), samples)
+    return torch.from_numpy(noise.astype(np.float32))
 
 
 @dataclass(frozen=True)
@@ -49,6 +62,7 @@ class FrontEnd:
         self.features = FeatureStream(logmel)
         self.stack = stack
         self._pending = torch.zeros(0, logmel.cfg.n_mels)
+        self._tail = tail_padding(round(TAIL_SECONDS * logmel.cfg.sample_rate))
 
     def accept(self, samples: np.ndarray, last: bool = False) -> torch.Tensor:
         """-> [steps * stack, n_mels]; frames short of a whole step wait for the next chunk."""
@@ -57,7 +71,10 @@ class FrontEnd:
 
     def windows(self, samples: np.ndarray, last: bool = False) -> torch.Tensor:
         """First half of `accept`: converted audio cut into frames [n, win_length]."""
-        return self.features.windows(torch.from_numpy(self.converter.accept(samples, last=last)))
+        audio = torch.from_numpy(self.converter.accept(samples, last=last))
+        if last:
+            audio = torch.cat([audio, self._tail])
+        return self.features.windows(audio)
 
     def stack_frames(self, frames: torch.Tensor) -> torch.Tensor:
         """Second half of `accept`: log-mel frames -> the whole model steps now ready."""

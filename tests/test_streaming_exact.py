@@ -111,3 +111,27 @@ def test_tiny_chunks_and_samples_one_by_one(recognizer, digits_audio, chunk):
     audio, _ = digits_audio
     audio = audio[: 16000 * 2]
     _assert_same(_run(recognizer, audio, 16000, [chunk]), _run(recognizer, audio, 16000, [len(audio)]))
+
+
+def test_tail_padding_reads_words_cut_tight_at_the_end(recognizer, monkeypatch):
+    # A unidirectional model emits a word after hearing it: FSDD clips end right after the word, and without the
+    # front end's tail padding many read as nothing.
+    import stream.pipeline
+
+    from tools.digits_data import DIGIT_WORDS, fsdd_clips
+
+    clips = fsdd_clips(FSDD.parent)
+    clips = [clips[i] for i in np.random.default_rng(0).choice(len(clips), 200, replace=False)]
+
+    def right() -> int:
+        n = 0
+        for clip in clips:
+            audio, rate = sf.read(clip.path, dtype="float32")
+            session = recognizer.session(rate)
+            text = " ".join(e.text for e in session.accept(audio) + session.finish() if e.type == "final")
+            n += text.replace("oh", "zero") == DIGIT_WORDS[clip.digit]
+        return n
+
+    padded = right()
+    monkeypatch.setattr(stream.pipeline, "TAIL_SECONDS", 0.0)
+    assert padded >= right() + 8

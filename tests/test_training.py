@@ -69,3 +69,22 @@ def test_a_leave_one_speaker_out_fold_never_trains_on_its_speaker():
     cfg = fold_config(load_config(REPO / "configs" / "digits.yaml"), "george")
     fsdd = [make_source(s) for s in cfg["data"]["train"] if s["type"] == "fsdd_connected"]
     assert fsdd and all({c.speaker for c in source.clips} == set(SPEAKERS) - {"george"} for source in fsdd)
+
+
+def test_tight_start_cuts_the_leading_pause_and_nothing_of_the_word():
+    # The front end adds no silence before a stream, so training must show words from the stream's first sample.
+    import numpy as np
+    import soundfile as sf
+
+    from conftest import FSDD
+    from tools.augment import AugmentConfig, augment_audio
+
+    clip, rate = sf.read(FSDD / "3_george_7.wav", dtype="float32")
+    pause = np.random.default_rng(0).normal(0, 1e-3, rate // 2).astype(np.float32)  # 0.5 s at -60 dBFS
+    plain = AugmentConfig(speed=(1.0, 1.0), gain_db=(0.0, 0.0), noise_prob=0.0, telephone_prob=0.0)
+    kept = augment_audio(np.concatenate([pause, clip]), rate, plain, np.random.default_rng(0))
+    assert len(kept) == len(pause) + len(clip)
+    tight = AugmentConfig(**{**plain.__dict__, "tight_start_p": 1.0})
+    cut = augment_audio(np.concatenate([pause, clip]), rate, tight, np.random.default_rng(0))
+    assert len(clip) - 0.1 * rate <= len(cut) <= len(clip)  # the pause gone, at most the clip's own lead with it
+    np.testing.assert_array_equal(cut[-len(clip) // 2 :], clip[-len(clip) // 2 :])

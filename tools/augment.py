@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+import librosa
 import numpy as np
 import scipy.fft
 import soxr
@@ -28,6 +29,7 @@ class AugmentConfig:
     telephone_prob: float = 0.3  # through 8 kHz: 300-3400 Hz band and mu-law
     narrowband_prob: float = 0.0  # else through 8 kHz alone, as every FSDD clip: band is then no voice cue
     shift_samples: int = 0  # drop up to this many leading samples: the frame grid meets speech at any phase
+    tight_start_p: float = 0.0  # chance the leading silence is cut off: speech from the stream's first sample
     mel_warp: tuple[float, float] = (1.0, 1.0)  # frequency warp factor range on the mel axis
     eq_db: float = 0.0  # smooth random EQ: three cosines across the mel bins, at most eq_db / k dB each
     time_masks: int = 2
@@ -47,10 +49,18 @@ def colored_noise(n: int, rng: np.random.Generator) -> np.ndarray:
     return (noise / (np.sqrt(np.mean(noise**2)) + 1e-12)).astype(np.float32)
 
 
+def _onset(x: np.ndarray, rate: int) -> int:
+    """First sample of the first 10 ms hop within 35 dB of the loudest one."""
+    hop = rate // 100
+    return int(librosa.effects.trim(x, top_db=35, frame_length=4 * hop, hop_length=hop)[1][0])
+
+
 def augment_audio(x: np.ndarray, rate: int, cfg: AugmentConfig, rng: np.random.Generator) -> np.ndarray:
     if cfg.speed[0] != 1.0 or cfg.speed[1] != 1.0:
         factor = rng.uniform(*cfg.speed)
         x = soxr.resample(x, rate, round(rate / factor))
+    if rng.random() < cfg.tight_start_p:
+        x = x[_onset(x, rate) :]
     if cfg.shift_samples:
         x = x[int(rng.integers(0, cfg.shift_samples + 1)) :]
     if rng.random() < cfg.telephone_prob:

@@ -6,6 +6,7 @@ noise floor (digital silence between words would be a cue that real recordings n
 Everything is drawn from the caller's numpy Generator, so an utterance is a pure function of its seed.
 
     python tools/digits_data.py connected --speakers lucas --n 200 --seed 1 --out data/test/lucas
+    python tools/digits_data.py isolated --speakers lucas --n 200 --out data/test/lucas_isolated
 """
 
 from __future__ import annotations
@@ -13,6 +14,7 @@ from __future__ import annotations
 import argparse
 import functools
 import json
+import os
 import re
 from collections import defaultdict
 from collections.abc import Sequence
@@ -317,6 +319,21 @@ def write_connected_set(
     return manifest
 
 
+def write_isolated_set(out_dir: str | Path, clips: Sequence[Clip], n: int, seed: int) -> Path:
+    """A manifest of `n` FSDD clips as recorded (one digit, cut tight to the word), pointing at the clips."""
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    picked = sorted(np.random.default_rng(seed).choice(len(clips), min(n, len(clips)), replace=False))
+    lines = []
+    for clip in (clips[i] for i in picked):
+        rel = os.path.relpath(clip.path.resolve(), out_dir.resolve())
+        duration = round(sf.info(clip.path).duration, 4)
+        lines.append(json.dumps({"audio": rel, "text": DIGIT_WORDS[clip.digit], "duration": duration, "speaker": clip.speaker}))
+    manifest = out_dir / "manifest.jsonl"
+    manifest.write_text("\n".join(lines) + "\n")
+    return manifest
+
+
 # ---------------------------------------------------------------------------------------------
 # command line
 
@@ -335,8 +352,18 @@ def main(argv: Sequence[str] | None = None) -> None:
     p.add_argument("--max-digits", type=int, default=16)
     p.add_argument("--no-noise", action="store_true", help="no added noise floor")
     p.add_argument("--telephone", action="store_true", help="300-3400 Hz band and mu-law (use --rate 8000)")
+    q = sub.add_parser("isolated", help="a manifest of FSDD clips as recorded: one digit each, cut tight")
+    q.add_argument("--root", default=FSDD_ROOT, help="FSDD folder (holding recordings/)")
+    q.add_argument("--speakers", nargs="+", default=None, help="FSDD speakers to draw from (default all)")
+    q.add_argument("--n", type=int, default=200)
+    q.add_argument("--seed", type=int, default=1)
+    q.add_argument("--out", required=True)
     args = parser.parse_args(argv)
 
+    if args.command == "isolated":
+        manifest = write_isolated_set(args.out, fsdd_clips(args.root, args.speakers), args.n, args.seed)
+        print(f"{manifest}: {len(manifest.read_text().splitlines())} clips")
+        return
     options = ConnectedOptions(
         noise_dbfs=None if args.no_noise else ConnectedOptions.noise_dbfs, telephone=args.telephone
     )
