@@ -9,7 +9,8 @@ part that is batched across streams, by the session or the Ray model actor.
 from __future__ import annotations
 
 import functools
-from dataclasses import asdict, dataclass, field
+import math
+from dataclasses import asdict, dataclass, field, replace
 
 import numpy as np
 import torch
@@ -21,9 +22,15 @@ from models.tokens import Tokenizer
 
 # Quiet noise after the end of every stream (-70 dBFS, the quietest noise floor in training): a unidirectional
 # model emits a word after hearing it, so audio cut tight after the last word lost that word. Seeded, so every
-# stream gets the same samples; it comes after the caller's audio, so no time moves.
+# stream gets the same samples; it comes after the caller's audio, so no time moves, and the last words' times
+# are held to the caller's audio.
 TAIL_SECONDS = 0.3
 TAIL_DBFS = -70.0
+
+
+def tail_steps(step_seconds: float) -> int:
+    """The padding in whole model steps, so the BackEnd knows where the caller's audio ended."""
+    return round(TAIL_SECONDS / step_seconds)
 
 
 @functools.lru_cache(maxsize=4)
@@ -62,7 +69,8 @@ class FrontEnd:
         self.features = FeatureStream(logmel)
         self.stack = stack
         self._pending = torch.zeros(0, logmel.cfg.n_mels)
-        self._tail = tail_padding(round(TAIL_SECONDS * logmel.cfg.sample_rate))
+        hop = logmel.cfg.hop_length
+        self._tail = tail_padding(tail_steps(hop * stack / logmel.cfg.sample_rate) * stack * hop)
 
     def accept(self, samples: np.ndarray, last: bool = False) -> torch.Tensor:
         """-> [steps * stack, n_mels]; frames short of a whole step wait for the next chunk."""
@@ -137,7 +145,9 @@ class BackEnd:
         return events
 
     def finish(self) -> list[Event]:
-        return self._final(next_start=self.steps)
+        """Close the stream's last utterance; its times end where the caller's audio did (before the padding)."""
+        end = (self.steps - tail_steps(self.step_seconds)) * self.step_seconds
+        return self._final(next_start=self.steps, end=round(end, 3))
 
     def _endpoint_at(self, step: int) -> bool:
         if not self.endpoint.enabled:
@@ -149,8 +159,9 @@ class BackEnd:
             or length >= self._rule3
         )
 
-    def _final(self, next_start: int) -> list[Event]:
+    def _final(self, next_start: int, end: float = math.inf) -> list[Event]:
         hyp = self.decoder.finish()
+        hyp.words = [replace(w, start=min(w.start, end), end=min(w.end, end)) for w in hyp.words]
         self._utterance_start, self._silence, self._speech, self._last_partial = next_start, 0, False, ""
         return [_event("final", hyp)] if hyp.text else []
 
