@@ -328,7 +328,8 @@ def write_isolated_set(out_dir: str | Path, clips: Sequence[Clip], n: int, seed:
     for clip in (clips[i] for i in picked):
         rel = os.path.relpath(clip.path.resolve(), out_dir.resolve())
         duration = round(sf.info(clip.path).duration, 4)
-        lines.append(json.dumps({"audio": rel, "text": DIGIT_WORDS[clip.digit], "duration": duration, "speaker": clip.speaker}))
+        record = {"audio": rel, "text": DIGIT_WORDS[clip.digit], "duration": duration, "speaker": clip.speaker}
+        lines.append(json.dumps(record))
     manifest = out_dir / "manifest.jsonl"
     manifest.write_text("\n".join(lines) + "\n")
     return manifest
