@@ -304,7 +304,7 @@ def write_connected_set(
     """
     out_dir = Path(out_dir)
     (out_dir / "audio").mkdir(parents=True, exist_ok=True)
-    lines = []
+    records = []
     for i in range(n):
         rng = np.random.default_rng([seed, i])
         plan = plan_utterance(clips, rng, min_digits, max_digits, options)
@@ -312,11 +312,8 @@ def write_connected_set(
         rel = f"audio/{i:05d}.wav"
         sf.write(out_dir / rel, audio, rate, subtype="PCM_16")
         duration = round(len(audio) / rate, 4)
-        record = {"audio": rel, "text": plan.text, "duration": duration, "speaker": plan.speaker}
-        lines.append(json.dumps(record))
-    manifest = out_dir / "manifest.jsonl"
-    manifest.write_text("\n".join(lines) + "\n")
-    return manifest
+        records.append({"audio": rel, "text": plan.text, "duration": duration, "speaker": plan.speaker})
+    return write_manifest(out_dir, records)
 
 
 def write_isolated_set(out_dir: str | Path, clips: Sequence[Clip], n: int, seed: int) -> Path:
@@ -324,14 +321,18 @@ def write_isolated_set(out_dir: str | Path, clips: Sequence[Clip], n: int, seed:
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     picked = sorted(np.random.default_rng(seed).choice(len(clips), min(n, len(clips)), replace=False))
-    lines = []
+    records = []
     for clip in (clips[i] for i in picked):
         rel = os.path.relpath(clip.path.resolve(), out_dir.resolve())
         duration = round(sf.info(clip.path).duration, 4)
-        record = {"audio": rel, "text": DIGIT_WORDS[clip.digit], "duration": duration, "speaker": clip.speaker}
-        lines.append(json.dumps(record))
+        records.append({"audio": rel, "text": DIGIT_WORDS[clip.digit], "duration": duration, "speaker": clip.speaker})
+    return write_manifest(out_dir, records)
+
+
+def write_manifest(out_dir: Path, records: list[dict]) -> Path:
+    """`out_dir`/manifest.jsonl, one JSON object a line (audio paths relative to `out_dir`)."""
     manifest = out_dir / "manifest.jsonl"
-    manifest.write_text("\n".join(lines) + "\n")
+    manifest.write_text("".join(json.dumps(r) + "\n" for r in records))
     return manifest
 
 
