@@ -95,8 +95,8 @@ def test_rerun_after_a_crash_skips_what_is_done(corpus, tmp_path):
 
 
 def test_subtitles_go_to_a_directory_with_an_index(tmp_path, digits_wav):
-    # Connected strings with the pauses around them that speech has (a single FSDD clip, cut tight to the word,
-    # often reads as nothing: see the model card).
+    # Connected strings, the audio subtitles are made for: each file gives cues (a clip cut tight to the word is
+    # tests/test_streaming_exact.py's case).
     clips = [str(REPO / "examples" / "phone-number-8k.wav"), str(digits_wav)]
     out = tmp_path / "srt"
     result = rnnstream("batch", *clips, "--output", str(out), "--format", "srt", "--in-process", "--no-progress")
