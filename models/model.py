@@ -34,6 +34,10 @@ class ModelConfig:
     cmn_prior_steps: int = 10  # weight of the training set's mean (zero after global normalisation) at the start
     cmn_gate_db: float = 0.0  # steps this far below the recent peak level do not move the mean (0: all do)
     cmn_gate_fall_db: float = 0.003  # the peak level falls this much a step (0.1 dB/s at 30 ms steps: 3 dB in 30 s)
+    # Steps at most this far above digital silence never move the mean (0: off), so a stream that opens with
+    # zeros or a near-silent line starts from the training set's mean, not from the silence's spectrum.
+    cmn_floor_db: float = 0.0
+    feature_floor: float = math.log(1e-6)  # the features' digital silence (log of LogMel's log_floor)
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -100,12 +104,15 @@ def running_mean_normalise(
     worth of zeros (the training set's mean), a weight that fades like the data's (count / window = 1 - decay **
     steps counted). With `cmn_gate_db`, steps more than that below the loudest recent step (`energy`, mean log
     power, a peak that falls `cmn_gate_fall_db` a step) are not counted, so a long pause does not pull the mean
-    down to the silence. Step by step, so any split of a stream into calls gives the same numbers; streams with
-    fewer `lengths` steps keep their state from their own last step.
+    down to the silence. With `cmn_floor_db`, steps within that of digital silence are never counted (the stream
+    has not started until one is), so a silent lead-in leaves the mean at the prior. Step by step, so any split
+    of a stream into calls gives the same numbers; streams with fewer `lengths` steps keep their state from their
+    own last step.
     """
     window, prior = cfg.cmn_steps, cfg.cmn_prior_steps
     decay, db = 1.0 - 1.0 / window, math.log(10.0) / 10.0  # log power in nats per dB
     gate, fall = cfg.cmn_gate_db * db if cfg.cmn_gate_db else math.inf, cfg.cmn_gate_fall_db * db
+    floor = cfg.feature_floor + cfg.cmn_floor_db * db if cfg.cmn_floor_db else -math.inf
     n = x.shape[-1]
     total, count, peak = norm[0, :, :n], norm[0, :, n : n + 1], norm[0, :, n + 1 :]
     steps = x.shape[1]
@@ -116,9 +123,10 @@ def running_mean_normalise(
     means = []
     for i in range(steps):
         e, alive = energy[:, i : i + 1], live[:, i : i + 1]
-        # A stream's first step is its peak and always counted, so count > 0 from then on says it has started.
+        # A stream's first step above the floor is its peak and counted, so count > 0 from then on says it has
+        # started; until then the peak is the current step.
         peak = torch.where(alive, torch.where(count > 0, torch.maximum(e, peak - fall), e), peak)
-        counted = alive & (e > peak - gate)
+        counted = alive & (e > peak - gate) & (e > floor)
         total = torch.where(counted, decay * total + step_means[:, i], total)
         count = torch.where(counted, decay * count + 1.0, count)
         means.append(total / (count + prior * (1.0 - count / window)))

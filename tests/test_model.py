@@ -1,8 +1,10 @@
 """The acoustic model's causal mean normalisation: exact across calls, per stream in a batch; it takes a fixed
-channel colour off real speech, and its gate keeps a long pause from pulling the mean down to the silence."""
+channel colour off real speech, its gate keeps a long pause from pulling the mean down to the silence, and its
+floor keeps a stream's silent lead-in out of the mean."""
 
 from __future__ import annotations
 
+import pytest
 import torch
 
 from models.features import FeatureConfig, LogMel
@@ -74,3 +76,19 @@ def test_gate_keeps_a_long_pause_from_pulling_the_mean_down(digits_audio):
     gated, plain = mean_drift(ModelConfig(cmn_steps=100, cmn_gate_db=25.0)), mean_drift(ModelConfig(cmn_steps=100))
     assert plain > 2.0, plain  # without the gate the mean follows the silence...
     assert gated < 0.1 * plain, (gated, plain)  # ...with it, the speech comes back to the mean it left
+
+
+@pytest.mark.parametrize("lead_dbfs", [None, -70.0])
+def test_floor_keeps_a_silent_lead_in_out_of_the_mean(digits_audio, lead_dbfs):
+    # A file that opens with 1 s of zeros (or a line's -70 dBFS hiss): with the floor the speech is normalised
+    # exactly as if the stream had started with it; without, the mean starts from the silence.
+    lead = torch.zeros(16000) if lead_dbfs is None else torch.randn(16000, generator=torch.Generator().manual_seed(0))
+    lead = LogMel(FeatureConfig())(lead * 10 ** ((lead_dbfs or 0.0) / 20))
+    speech = real_features(digits_audio)
+    steps = len(lead) // 3
+    x = torch.cat([lead[None, : steps * 3], speech], 1)
+
+    floored = ModelConfig(cmn_steps=100, cmn_gate_db=25.0, cmn_floor_db=3.0)
+    torch.testing.assert_close(normalise(x, floored)[:, steps:], normalise(speech, floored), atol=1e-5, rtol=0)
+    plain = ModelConfig(cmn_steps=100, cmn_gate_db=25.0)
+    assert (normalise(x, plain)[:, steps:] - normalise(speech, plain)).abs().mean() > 1.0

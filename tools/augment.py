@@ -30,6 +30,8 @@ class AugmentConfig:
     narrowband_prob: float = 0.0  # else through 8 kHz alone, as every FSDD clip: band is then no voice cue
     shift_samples: int = 0  # drop up to this many leading samples: the frame grid meets speech at any phase
     tight_start_p: float = 0.0  # chance the leading silence is cut off: speech from the stream's first sample
+    lead_p: float = 0.0  # chance of a digitally silent lead-in (a file or line that opens with zeros)
+    lead_s: tuple[float, float] = (0.1, 2.0)  # its length range, seconds
     mel_warp: tuple[float, float] = (1.0, 1.0)  # frequency warp factor range on the mel axis
     eq_db: float = 0.0  # smooth random EQ: three cosines across the mel bins, at most eq_db / k dB each
     time_masks: int = 2
@@ -61,6 +63,8 @@ def augment_audio(x: np.ndarray, rate: int, cfg: AugmentConfig, rng: np.random.G
         x = soxr.resample(x, rate, round(rate / factor))
     if rng.random() < cfg.tight_start_p:
         x = x[_onset(x, rate) :]
+    if cfg.lead_p and rng.random() < cfg.lead_p:
+        x = np.concatenate([np.zeros(int(rng.uniform(*cfg.lead_s) * rate), np.float32), x])
     if cfg.shift_samples:
         x = x[int(rng.integers(0, cfg.shift_samples + 1)) :]
     if rng.random() < cfg.telephone_prob:

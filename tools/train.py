@@ -87,7 +87,8 @@ def ctc_loss(model: AcousticModel, batch: Batch, device: torch.device, augment: 
 def _configs(cfg: dict) -> tuple[FeatureConfig, Tokenizer, ModelConfig]:
     fcfg = _dataclass(FeatureConfig, cfg.get("features"))
     tokenizer = Tokenizer(cfg.get("tokens", CHARACTERS))
-    mcfg = _dataclass(ModelConfig, {**cfg.get("model", {}), "n_mels": fcfg.n_mels, "n_tokens": len(tokenizer)})
+    derived = {"n_mels": fcfg.n_mels, "n_tokens": len(tokenizer), "feature_floor": math.log(fcfg.log_floor)}
+    mcfg = _dataclass(ModelConfig, {**cfg.get("model", {}), **derived})
     return fcfg, tokenizer, mcfg
 
 
