@@ -5,6 +5,7 @@
 
 `--continuous` plays the whole manifest as one live stream (quiet noise between the utterances), as a
 microphone would: the model's state is carried from each utterance into the next instead of starting fresh.
+`--lead S` opens every file with S seconds of digital zeros, as edited files and some lines do.
 
 Prints one JSON summary line last: {"model", "manifest", "utterances", "wer", "ser", "audio_seconds",
 "wall_seconds", "rtf"}.
@@ -31,17 +32,22 @@ from tools.scoring import score  # noqa: E402
 
 
 def evaluate(
-    recognizer: Recognizer, manifest: str | Path, chunk_ms: int = 160, out: str | None = None, first: int | None = None
+    recognizer: Recognizer, manifest: str | Path, chunk_ms: int = 160, out: str | None = None, first: int | None = None,
+    lead_s: float = 0.0,
 ) -> dict:
     rows = read_manifest(manifest)[:first]
     pairs, audio_seconds = [], 0.0
     t0 = time.perf_counter()
     hyps = []
     for row in rows:
-        transcript = transcribe_file(recognizer, row["audio"], chunk_ms=chunk_ms)
-        pairs.append((row["text"], transcript.text))
-        audio_seconds += transcript.duration
-        hyps.append({"audio": row["audio"], "ref": row["text"], "hyp": transcript.text})
+        if lead_s:
+            text, duration = _transcribe_led(recognizer, row["audio"], lead_s, chunk_ms)
+        else:
+            transcript = transcribe_file(recognizer, row["audio"], chunk_ms=chunk_ms)
+            text, duration = transcript.text, transcript.duration
+        pairs.append((row["text"], text))
+        audio_seconds += duration
+        hyps.append({"audio": row["audio"], "ref": row["text"], "hyp": text})
     wall = time.perf_counter() - t0
     if out:
         Path(out).write_text("".join(json.dumps(h) + "\n" for h in hyps))
@@ -53,6 +59,17 @@ def evaluate(
         "wall_seconds": round(wall, 2),
         "rtf": round(wall / max(audio_seconds, 1e-9), 5),
     }
+
+
+def _transcribe_led(recognizer: Recognizer, path: str, lead_s: float, chunk_ms: int) -> tuple[str, float]:
+    """(text, seconds) of the file read after `lead_s` of digital zeros."""
+    rate = sf.info(path).samplerate
+    audio = np.concatenate([np.zeros(round(lead_s * rate), np.float32), load_audio(path, rate)])
+    session, events, size = recognizer.session(rate), [], max(1, rate * chunk_ms // 1000)
+    for i in range(0, len(audio), size):
+        events += session.accept(audio[i : i + size])
+    events += session.finish()
+    return " ".join(e.text for e in events if e.type == "final"), len(audio) / rate
 
 
 def evaluate_continuous(
@@ -99,6 +116,7 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--out", help="per-utterance ref/hyp JSON lines")
     p.add_argument("--first", type=int, help="only the manifest's first N utterances")
     p.add_argument("--continuous", type=float, metavar="PAUSE_S", help="one stream, PAUSE_S seconds between utterances")
+    p.add_argument("--lead", type=float, default=0.0, metavar="S", help="open every file with S seconds of zeros")
     args = p.parse_args(argv)
     torch.set_num_threads(args.threads)
     recognizer = Recognizer.load(args.model, device="cpu")
@@ -108,7 +126,7 @@ def main(argv: list[str] | None = None) -> None:
         if args.continuous is not None:
             result = evaluate_continuous(recognizer, manifest, args.continuous, args.chunk_ms, first=args.first)
         else:
-            result = evaluate(recognizer, manifest, args.chunk_ms, args.out, args.first)
+            result = evaluate(recognizer, manifest, args.chunk_ms, args.out, args.first, args.lead)
         summary = {"model": str(args.model), **result}
         print(json.dumps(summary), flush=True)
 
