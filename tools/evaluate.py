@@ -25,6 +25,7 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from stream.pipeline import Event  # noqa: E402
 from stream.session import Recognizer  # noqa: E402
 from stream.transcribe import transcribe_file  # noqa: E402
 from tools.data import load_audio, read_manifest  # noqa: E402
@@ -61,14 +62,19 @@ def evaluate(
     }
 
 
+def _stream(recognizer: Recognizer, audio: np.ndarray, rate: int, chunk_ms: int) -> list[Event]:
+    """All events of one session fed `audio` in `chunk_ms` chunks, then finished."""
+    session, events, size = recognizer.session(rate), [], max(1, rate * chunk_ms // 1000)
+    for i in range(0, len(audio), size):
+        events += session.accept(audio[i : i + size])
+    return events + session.finish()
+
+
 def _transcribe_led(recognizer: Recognizer, path: str, lead_s: float, chunk_ms: int) -> tuple[str, float]:
     """(text, seconds) of the file read after `lead_s` of digital zeros."""
     rate = sf.info(path).samplerate
     audio = np.concatenate([np.zeros(round(lead_s * rate), np.float32), load_audio(path, rate)])
-    session, events, size = recognizer.session(rate), [], max(1, rate * chunk_ms // 1000)
-    for i in range(0, len(audio), size):
-        events += session.accept(audio[i : i + size])
-    events += session.finish()
+    events = _stream(recognizer, audio, rate, chunk_ms)
     return " ".join(e.text for e in events if e.type == "final"), len(audio) / rate
 
 
@@ -90,11 +96,8 @@ def evaluate_continuous(
         bounds.append(t + pause_s / 2)
         t += pause_s + len(audio) / rate
     stream = np.concatenate(parts)
-    session, events, size = recognizer.session(rate), [], max(1, rate * chunk_ms // 1000)
     t0 = time.perf_counter()
-    for i in range(0, len(stream), size):
-        events += session.accept(stream[i : i + size])
-    events += session.finish()
+    events = _stream(recognizer, stream, rate, chunk_ms)
     wall = time.perf_counter() - t0
     words = [w for e in events if e.type == "final" for w in e.words]
     hyps = [[] for _ in rows]
