@@ -7,7 +7,7 @@ import torch
 from conftest import REPO
 from models.checkpoint import load_checkpoint
 from stream.session import Recognizer
-from tools.train import load_config, train
+from tools.train import export_state, load_config, train
 
 TINY = REPO / "configs" / "tiny.yaml"
 
@@ -29,11 +29,12 @@ def test_tiny_model_learns_and_its_checkpoint_transcribes(tmp_path, digits_wav):
 
 
 def test_resumed_training_matches_an_uninterrupted_run(tmp_path):
-    # Augmented, joined, length-bucketed batches; the stop falls inside a pool of four batches.
+    # Augmented, joined, length-bucketed batches; the stop falls inside a pool of four batches. The weights'
+    # moving average (the checkpoint) is resumed too.
     augment = "{speed: [0.9, 1.1], shift_samples: 160, mel_warp: [0.9, 1.1], eq_db: 6.0, telephone_prob: 0.5}"
     cfg = load_config(
         TINY, ["train.steps=12", "train.checkpoint_every=4", "model.dropout=0.0", "data.bucket=4", "data.join_p=0.3",
-               f"augment={augment}"]
+               f"augment={augment}", "train.ema=0.8"]
     )
     straight = train(cfg, tmp_path / "a.pt", tmp_path / "run_a", progress=False)
     assert train(cfg, tmp_path / "b.pt", tmp_path / "run_b", progress=False, stop_at=6) is None
@@ -41,6 +42,9 @@ def test_resumed_training_matches_an_uninterrupted_run(tmp_path):
     a, b = load_checkpoint(straight).model.state_dict(), load_checkpoint(resumed).model.state_dict()
     for key in a:
         torch.testing.assert_close(a[key], b[key], atol=1e-6, rtol=1e-5, msg=key)
+    plain = load_checkpoint(export_state(cfg, tmp_path / "run_a", tmp_path / "plain.pt")).model.state_dict()
+    assert not torch.allclose(plain["output.weight"], a["output.weight"])  # the checkpoint is the average
+    torch.testing.assert_close(plain["feature_mean"], a["feature_mean"])
 
 
 def test_mel_warp_moves_a_tone_and_eq_keeps_the_spectrum_shape():

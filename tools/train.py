@@ -4,6 +4,8 @@
 
 Runs unchanged on CPU or GPU (bf16 autocast on CUDA). A training state is saved to the run folder every
 `checkpoint_every` steps; `--resume` continues from it with the same batches the first run would have seen.
+With `train.ema` (a decay per step) the checkpoint holds an exponential moving average of the weights, which
+takes nothing from the training itself; `--export` writes the plain weights of the latest state.
 """
 
 from __future__ import annotations
@@ -19,6 +21,7 @@ from pathlib import Path
 import numpy as np
 import torch
 import yaml
+from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
 from tqdm import tqdm
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
@@ -132,6 +135,8 @@ def train(
     stream = batch_stream(cfg, logmel, tokenizer, augment)
 
     model = AcousticModel(mcfg).to(device)
+    ema_decay = float(tcfg.get("ema", 0.0))
+    ema = AveragedModel(model, multi_avg_fn=get_ema_multi_avg_fn(ema_decay), use_buffers=True) if ema_decay else None
     opt = torch.optim.AdamW(model.parameters(), lr=float(tcfg.get("lr", 2e-3)), weight_decay=float(tcfg.get("weight_decay", 0.01)))
     sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=float(tcfg.get("lr", 2e-3)), total_steps=steps_total, pct_start=0.1)
     run_dir = Path(run_dir)
@@ -143,6 +148,8 @@ def train(
         opt.load_state_dict(state["optimizer"])
         sched.load_state_dict(state["scheduler"])
         step, history = state["step"], state["history"]
+        if ema is not None:
+            ema.load_state_dict(state["ema"])
         t0 -= state["elapsed"]
     elif tcfg.get("init"):  # fine-tune: weights and normalisation statistics from another checkpoint
         model.load_state_dict(load_checkpoint(tcfg["init"]).model.state_dict())
@@ -166,6 +173,8 @@ def train(
         run_dir.mkdir(parents=True, exist_ok=True)
         state = {"model": model.state_dict(), "optimizer": opt.state_dict(), "scheduler": sched.state_dict(),
                  "step": step, "elapsed": time.time() - t0, "history": history, "rng": torch.get_rng_state()}
+        if ema is not None:
+            state["ema"] = ema.state_dict()
         torch.save(state, state_path.with_suffix(".tmp"))
         state_path.with_suffix(".tmp").replace(state_path)
 
@@ -183,18 +192,22 @@ def train(
         torch.nn.utils.clip_grad_norm_(model.parameters(), float(tcfg.get("clip", 5.0)))
         opt.step()
         sched.step()
+        if ema is not None:
+            ema.update_parameters(model)
         step += 1
         smooth = loss.item() if smooth is None else 0.95 * smooth + 0.05 * loss.item()
         if step % 10 == 1:
             history.append([step, round(loss.item(), 4)])
         bar.update(1)
-        bar.set_postfix(loss=f"{smooth:.3f}", lr=f"{sched.get_last_lr()[0]:.2e}")
+        bar.set_postfix(loss=f"{smooth:.3f}", lr=f"{sched.get_last_lr()[0]:.2e}", refresh=False)  # drawn at tqdm's interval
         if step % every == 0:
             save_state()
     save_state()  # also when stopped by stop_at or the time limit: --resume goes on from here
     bar.close()
     if step == stop_at and step < steps_total:
         return None
+    if ema is not None:
+        model = ema.module
     model.eval().cpu()
     meta = {"config": cfg, "steps": step, "train_seconds": round(time.time() - t0, 1), "final_loss": smooth, "loss_history": history,
             "device": str(device), "torch": torch.__version__, "decoding": cfg.get("decoding")}
