@@ -220,9 +220,10 @@ def test_live_capture_gives_the_same_text_as_transcribe(vmic, padded_wav, recogn
 
     The placement matters because a live stream starts at an arbitrary moment: the file's samples land
     at an arbitrary phase of the 10 ms feature hop, and the model's output may depend on that phase.
-    Placing needs a capture that is the file, sample for sample: PulseAudio on a loaded machine
-    changed it once in CI (SNR -2.1 dB, nothing lost on our side), so an unfaithful capture is made
-    again, at most twice; every capture is still held to listen == transcribe.
+    Placing needs a capture that is the file, sample for sample. CI once heard it at SNR -2.1 dB with
+    nothing lost on our side: paplay's buffer can run dry on a loaded machine (fixed in
+    VirtualMicrophone.play). Any other fault of the server's is met by capturing again, at most twice;
+    every capture is still held to listen == transcribe.
     """
     captures = []
     for attempt in range(3):
