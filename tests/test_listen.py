@@ -21,6 +21,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import scipy.signal
 import soundfile as sf
 import soxr
 
@@ -196,22 +197,40 @@ def listen_to(vmic: VirtualMicrophone, wav, *args: str) -> tuple[list[dict], lis
 def where_heard(heard: Path, played: Path) -> tuple[int, float]:
     """(offset in whole samples at 16 kHz, SNR in dB) of the played recording inside what was heard.
 
-    The SNR is taken after the fractional part of the offset is removed too (a half-sample misalignment
-    alone would cap it near 30 dB), so it measures what the capture path did to the audio."""
+    The offset can be a few samples below zero (-9 in one of 15 runs here, and in CI once): the
+    null sink renders ahead of real time and mixes a new stream in from its play position, so a file
+    played the moment the recording starts can begin a hair before the recording's first sample.
+    The SNR is taken over the overlap after the fractional part of the offset is removed too (a
+    half-sample misalignment alone would cap it near 30 dB), so it measures what the capture path
+    did to the audio."""
     x, rate = sf.read(str(heard), dtype="float32", always_2d=True)
     x = soxr.resample(x.mean(axis=1), rate, 16000, "VHQ")
     ref, _ = sf.read(str(played), dtype="float32")
-    n = len(x) + len(ref)
-    corr = np.fft.irfft(np.fft.rfft(x, n) * np.conj(np.fft.rfft(ref, n)), n)
-    lag = int(np.argmax(corr[: len(x)]))
-    a, b, c = corr[lag - 1], corr[lag], corr[lag + 1]
+    corr = scipy.signal.correlate(x, ref, mode="full", method="fft")
+    i = int(np.argmax(corr[1:-1])) + 1
+    lag = int(scipy.signal.correlation_lags(len(x), len(ref), mode="full")[i])
+    a, b, c = corr[i - 1], corr[i], corr[i + 1]
     frac = float(np.clip(0.5 * (a - c) / min(a - 2 * b + c, -1e-12), -0.5, 0.5))  # parabolic peak interpolation
     m = len(ref) + 64
     shifted = np.fft.irfft(np.fft.rfft(ref, m) * np.exp(-2j * np.pi * np.fft.rfftfreq(m) * frac), m)
-    seg = x[lag : lag + len(ref)]
-    ref = shifted[: len(seg)]
+    seg = x[max(lag, 0) : lag + len(ref)]
+    ref = shifted[max(-lag, 0) :][: len(seg)]
     noise = seg - ref
     return lag, float(10 * np.log10(ref @ ref / max(float(noise @ noise), 1e-20)))
+
+
+@pytest.mark.parametrize("offset", [-9, 0, 3210])
+def test_where_heard_finds_the_offset_either_side_of_zero(tmp_path, digits_wav, offset):
+    """The measurement the capture test rests on, on a known placement (the recording at 44.1 kHz stereo)."""
+    audio, _ = sf.read(str(digits_wav), dtype="float32")
+    heard = np.concatenate([np.zeros(max(offset, 0), np.float32), audio[max(-offset, 0) :]])
+    heard = soxr.resample(heard, 16000, 44100, "VHQ")
+    sf.write(tmp_path / "heard.wav", np.stack([heard, heard], axis=1), 44100, subtype="FLOAT")
+    lag, snr = where_heard(tmp_path / "heard.wav", digits_wav)
+    assert lag == offset and snr > 40, (lag, snr)
+    heard[len(heard) // 2 :] = np.roll(heard[len(heard) // 2 :], 441)  # a 10 ms stall halfway: the rest comes late
+    sf.write(tmp_path / "gap.wav", np.stack([heard, heard], axis=1), 44100, subtype="FLOAT")
+    assert where_heard(tmp_path / "gap.wav", digits_wav)[1] < 10
 
 
 def test_live_capture_gives_the_same_text_as_transcribe(vmic, padded_wav, recognizer, tmp_path):
@@ -234,7 +253,8 @@ def test_live_capture_gives_the_same_text_as_transcribe(vmic, padded_wav, recogn
     assert snr > 40, f"the capture path changed the audio: SNR {snr:.1f} dB (offset {lag}; {heard})"
     audio, _ = sf.read(str(padded_wav), dtype="float32")
     placed = tmp_path / "placed.wav"
-    sf.write(placed, np.concatenate([np.zeros(lag, np.float32), audio]), 16000, subtype="FLOAT")
+    placed_audio = np.concatenate([np.zeros(max(lag, 0), np.float32), audio[max(-lag, 0) :]])
+    sf.write(placed, placed_audio, 16000, subtype="FLOAT")
     assert transcribe_file(recognizer, placed).text == live
 
 
