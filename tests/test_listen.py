@@ -219,12 +219,16 @@ def where_heard(heard: Path, played: Path) -> tuple[int, float]:
     return lag, float(10 * np.log10(ref @ ref / max(float(noise @ noise), 1e-20)))
 
 
+def placed_at(audio: np.ndarray, offset: int) -> np.ndarray:
+    """`audio` as a recording would hold it `offset` samples in: silence before, or its head cut off."""
+    return np.concatenate([np.zeros(max(offset, 0), np.float32), audio[max(-offset, 0) :]])
+
+
 @pytest.mark.parametrize("offset", [-9, 0, 3210])
 def test_where_heard_finds_the_offset_either_side_of_zero(tmp_path, digits_wav, offset):
     """The measurement the capture test rests on, on a known placement (the recording at 44.1 kHz stereo)."""
     audio, _ = sf.read(str(digits_wav), dtype="float32")
-    heard = np.concatenate([np.zeros(max(offset, 0), np.float32), audio[max(-offset, 0) :]])
-    heard = soxr.resample(heard, 16000, 44100, "VHQ")
+    heard = soxr.resample(placed_at(audio, offset), 16000, 44100, "VHQ")
     sf.write(tmp_path / "heard.wav", np.stack([heard, heard], axis=1), 44100, subtype="FLOAT")
     lag, snr = where_heard(tmp_path / "heard.wav", digits_wav)
     assert lag == offset and snr > 40, (lag, snr)
@@ -253,8 +257,7 @@ def test_live_capture_gives_the_same_text_as_transcribe(vmic, padded_wav, recogn
     assert snr > 40, f"the capture path changed the audio: SNR {snr:.1f} dB (offset {lag}; {heard})"
     audio, _ = sf.read(str(padded_wav), dtype="float32")
     placed = tmp_path / "placed.wav"
-    placed_audio = np.concatenate([np.zeros(max(lag, 0), np.float32), audio[max(-lag, 0) :]])
-    sf.write(placed, placed_audio, 16000, subtype="FLOAT")
+    sf.write(placed, placed_at(audio, lag), 16000, subtype="FLOAT")
     assert transcribe_file(recognizer, placed).text == live
 
 
