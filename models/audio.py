@@ -14,8 +14,10 @@ import numpy as np
 import soundfile as sf
 import soxr
 
+from .errors import InputError, one_line
 
-class AudioError(ValueError):
+
+class AudioError(InputError):
     """Input that is not usable audio (missing, empty, not audio, truncated, NaN/inf)."""
 
 
@@ -31,7 +33,7 @@ def audio_info(path: str | Path) -> tuple[int, int, float]:
     try:
         info = sf.info(str(path))
     except Exception as e:  # libsndfile's messages are informative but multi-line
-        raise AudioError(f"{path}: not readable audio ({_one_line(e)})") from None
+        raise AudioError(f"{path}: not readable audio ({one_line(e)})") from None
     return info.samplerate, info.channels, info.duration
 
 
@@ -48,11 +50,7 @@ def read_blocks(path: str | Path, block_frames: int = 65536) -> Iterator[np.ndar
     except AudioError:
         raise
     except Exception as e:
-        raise AudioError(f"{path}: truncated or corrupt audio ({_one_line(e)})") from None
-
-
-def _one_line(e: Exception) -> str:
-    return " ".join(str(e).split()) or type(e).__name__
+        raise AudioError(f"{path}: truncated or corrupt audio ({one_line(e)})") from None
 
 
 def to_float(samples: np.ndarray) -> np.ndarray:

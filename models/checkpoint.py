@@ -5,10 +5,12 @@ from __future__ import annotations
 import json
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import torch
 
-from .features import FeatureConfig
+from .errors import one_line
+from .frontend import DEFAULT_FRONT_END, extractor_class
 from .model import AcousticModel, ModelConfig
 from .tokens import Tokenizer
 
@@ -25,9 +27,10 @@ class CheckpointError(ValueError):
 @dataclass
 class Checkpoint:
     model: AcousticModel
-    features: FeatureConfig
+    features: Any  # the front end's config (FeatureConfig for "logmel" audio)
     tokenizer: Tokenizer
     meta: dict = field(default_factory=dict)  # training recipe, data, metrics: free-form
+    frontend: str = DEFAULT_FRONT_END  # the front end that makes the model's frames (models.frontend)
 
 
 def save_checkpoint(ckpt: Checkpoint, path: str | Path) -> None:
@@ -35,6 +38,7 @@ def save_checkpoint(ckpt: Checkpoint, path: str | Path) -> None:
         "format": FORMAT,
         "version": VERSION,
         "model_config": ckpt.model.cfg.to_dict(),
+        "frontend": ckpt.frontend,
         "feature_config": ckpt.features.to_dict(),
         "tokens": ckpt.tokenizer.tokens,
         "state_dict": {k: v.detach().cpu() for k, v in ckpt.model.state_dict().items()},
@@ -67,7 +71,7 @@ def load_checkpoint(name_or_path: str | Path, device: str | torch.device = "cpu"
     try:
         payload = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as e:
-        raise CheckpointError(f"{path}: not a readable checkpoint ({' '.join(str(e).split())[:200]})") from None
+        raise CheckpointError(f"{path}: not a readable checkpoint ({one_line(e)[:200]})") from None
     if not isinstance(payload, dict) or payload.get("format") != FORMAT:
         raise CheckpointError(f"{path}: not an rnnstream checkpoint")
     if payload.get("version") != VERSION:
@@ -76,8 +80,9 @@ def load_checkpoint(name_or_path: str | Path, device: str | torch.device = "cpu"
         tokenizer = Tokenizer(payload["tokens"])
         model = AcousticModel(ModelConfig(**payload["model_config"]))
         model.load_state_dict(payload["state_dict"])
-        features = FeatureConfig(**payload["feature_config"])
+        frontend = payload.get("frontend", DEFAULT_FRONT_END)
+        features = extractor_class(frontend).Config(**payload["feature_config"])
     except (KeyError, TypeError, RuntimeError, ValueError) as e:
-        raise CheckpointError(f"{path}: inconsistent checkpoint ({' '.join(str(e).split())[:200]})") from None
+        raise CheckpointError(f"{path}: inconsistent checkpoint ({one_line(e)[:200]})") from None
     model.eval().to(device)
-    return Checkpoint(model=model, features=features, tokenizer=tokenizer, meta=payload.get("meta", {}))
+    return Checkpoint(model, features, tokenizer, payload.get("meta", {}), frontend)

@@ -1,4 +1,4 @@
-"""Log-mel filterbank features, computed incrementally.
+"""Log-mel filterbank features, computed incrementally: the audio front end.
 
 Frames are cut with `snip_edges` semantics (frame t covers samples [t*hop, t*hop + win)), so a stream
 of chunks yields exactly the frames of the whole signal: each chunk appends to a carried buffer and
@@ -7,10 +7,21 @@ only complete windows are framed.
 
 from __future__ import annotations
 
+import functools
 from dataclasses import asdict, dataclass
 
+import numpy as np
 import torch
 import torchaudio
+
+from .audio import AudioConverter
+
+# Quiet noise after the end of every stream (-70 dBFS, the quietest noise floor in training): a unidirectional
+# model emits a word after hearing it, so audio cut tight after the last word lost that word. Seeded, so every
+# stream gets the same samples; it comes after the caller's audio, so no time moves, and the last words' times
+# are held to the caller's audio.
+TAIL_SECONDS = 0.3
+TAIL_DBFS = -70.0
 
 
 @dataclass(frozen=True)
@@ -79,3 +90,61 @@ class FeatureStream:
         if n == 0:
             return torch.zeros(0, win)
         return buffer[: (n - 1) * hop + win].unfold(0, win, hop)
+
+
+@functools.lru_cache(maxsize=4)
+def tail_padding(samples: int) -> torch.Tensor:
+    noise = np.random.default_rng(0).normal(0.0, 10 ** (TAIL_DBFS / 20), samples)
+    return torch.from_numpy(noise.astype(np.float32))
+
+
+class LogMelExtractor:
+    """The audio front end of a model (see models.frontend): one log-mel transform for many streams' windows."""
+
+    Config = FeatureConfig
+
+    def __init__(self, config: FeatureConfig, stack: int):
+        self.config = config
+        self.logmel = LogMel(config)
+        self.stack = stack
+        self.dim = config.n_mels
+        self.rate = config.sample_rate
+        self.frame_seconds = config.frame_seconds
+
+    @property
+    def tail_steps(self) -> int:
+        """The tail padding in whole model steps (read when a stream opens)."""
+        return round(TAIL_SECONDS / (self.frame_seconds * self.stack))
+
+    def open(self, rate: int | None = None, channels: int | None = None) -> LogMelFrontEnd:
+        return LogMelFrontEnd(self, rate or self.rate, channels)
+
+    def transform(self, cuts: list[torch.Tensor]) -> list[torch.Tensor]:
+        frames = self.logmel.from_windows(torch.cat(cuts))
+        return list(frames.split([len(w) for w in cuts]))
+
+
+class LogMelFrontEnd:
+    """One audio stream of any rate and layout -> normalised-rate log-mel frames, a multiple of `stack` at a time."""
+
+    def __init__(self, extractor: LogMelExtractor, sample_rate: int, channels: int | None = None):
+        cfg = extractor.config
+        self.converter = AudioConverter(sample_rate, cfg.sample_rate, channels)
+        self.features = FeatureStream(extractor.logmel)
+        self.stack = extractor.stack
+        self._pending = torch.zeros(0, cfg.n_mels)
+        self._tail = tail_padding(extractor.tail_steps * self.stack * cfg.hop_length)
+
+    def cut(self, samples: np.ndarray, last: bool = False) -> torch.Tensor:
+        """Converted audio cut into frames [n, win_length]; at the end, the tail padding too."""
+        audio = torch.from_numpy(np.require(self.converter.accept(samples, last=last), requirements="W"))
+        if last:
+            audio = torch.cat([audio, self._tail])
+        return self.features.windows(audio)
+
+    def steps(self, frames: torch.Tensor) -> torch.Tensor:
+        """Log-mel frames -> the whole model steps now ready; frames short of a step wait for the next chunk."""
+        pending = torch.cat([self._pending, frames]) if len(self._pending) else frames
+        ready = len(pending) // self.stack * self.stack
+        self._pending = pending[ready:]
+        return pending[:ready]

@@ -10,19 +10,26 @@ from __future__ import annotations
 
 import math
 from dataclasses import asdict, dataclass
+from typing import NamedTuple
 
 import torch
 from torch import nn
 from torch.nn.utils.rnn import pack_padded_sequence, pad_packed_sequence
 
-State = tuple[torch.Tensor, torch.Tensor, torch.Tensor]
-"""(h, c) of the LSTM, each [layers, batch, hidden], and the running mean's state [1, batch, n_mels + 2]: decayed
-sum and count (0 until the stream's first step), peak level."""
+class State(NamedTuple):
+    """One or many streams' recurrent state; streams along dimension 1 of every tensor."""
+
+    h: torch.Tensor  # LSTM hidden state [layers, batch, hidden]
+    c: torch.Tensor  # LSTM cell state [layers, batch, hidden]
+    norm: torch.Tensor  # running mean [1, batch, n_mels + 2]: decayed sum, count (0 until the first step), peak
+
+    def select(self, index: torch.Tensor) -> State:
+        return State(*(t[:, index] for t in self))
 
 
 @dataclass(frozen=True)
 class ModelConfig:
-    n_mels: int = 40
+    n_mels: int = 40  # values per input frame (the front end's dim: mel bins for audio)
     stack: int = 3  # frames per LSTM step: 3 x 10 ms -> 30 ms steps
     hidden: int = 256
     layers: int = 2
@@ -59,7 +66,7 @@ class AcousticModel(nn.Module):
         p = next(self.parameters())
         zeros = torch.zeros(self.cfg.layers, batch, self.cfg.hidden, device=p.device, dtype=p.dtype)
         norm = torch.zeros(1, batch, self.cfg.n_mels + 2, device=p.device, dtype=torch.float32)
-        return zeros, zeros.clone(), norm
+        return State(zeros, zeros.clone(), norm)
 
     def forward(
         self, features: torch.Tensor, state: State | None = None, lengths: torch.Tensor | None = None
@@ -83,7 +90,7 @@ class AcousticModel(nn.Module):
             packed = pack_padded_sequence(x, lengths.cpu(), batch_first=True, enforce_sorted=False)
             y, (h, c) = self.lstm(packed, (h, c))
             y, _ = pad_packed_sequence(y, batch_first=True, total_length=x.shape[1])
-        return self.output(y).log_softmax(-1), (h, c, norm)
+        return self.output(y).log_softmax(-1), State(h, c, norm)
 
     def flops_per_step(self) -> int:
         """Multiply-adds x 2 of one LSTM step of one stream (gates + output layer)."""

@@ -7,7 +7,7 @@ from collections.abc import Callable, Hashable
 
 import torch
 
-from models.model import AcousticModel
+from models.model import AcousticModel, State
 
 
 class SlotsFull(RuntimeError):
@@ -34,7 +34,7 @@ class SequenceBatcher:
         self.max_slots = max_slots
         self.idle_timeout = idle_timeout
         self.clock = clock
-        self.state = model.initial_state(slots)
+        self.state: State = model.initial_state(slots)
         self._free = list(range(slots - 1, -1, -1))
         self._slot: dict[Hashable, int] = {}
         self._last_used: dict[Hashable, float] = {}
@@ -91,7 +91,7 @@ class SequenceBatcher:
         device = self.state[0].device
         x = torch.nn.utils.rnn.pad_sequence([ready[k] for k in keys], batch_first=True).to(device)
         idx = torch.tensor([self._slot[k] for k in keys], device=device)
-        log_probs, new_state = self.model(x, tuple(t[:, idx] for t in self.state), lengths)
+        log_probs, new_state = self.model(x, self.state.select(idx), lengths)
         for tensor, new in zip(self.state, new_state):
             tensor[:, idx] = new
         log_probs = log_probs.cpu()
@@ -103,5 +103,5 @@ class SequenceBatcher:
         if n >= self.max_slots:
             raise SlotsFull(f"all {n} stream slots are in use")
         extra = min(n, self.max_slots - n)
-        self.state = tuple(torch.cat([t, new], 1) for t, new in zip(self.state, self.model.initial_state(extra)))
+        self.state = State(*(torch.cat([t, new], 1) for t, new in zip(self.state, self.model.initial_state(extra))))
         self._free.extend(range(n + extra - 1, n - 1, -1))

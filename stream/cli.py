@@ -1,48 +1,79 @@
-"""The `rnnstream` command line."""
+"""The `rnnstream` command line: parses and validates every option, then calls the library with typed options.
+
+The library never imports this module. Ray and PortAudio are imported only by the commands that use them.
+"""
 
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 from pathlib import Path
 
-from models.audio import AudioError
 from models.checkpoint import DEFAULT_MODEL, CheckpointError
 
-from .formats import FORMATS, render
+from .batch.sinks import BATCH_FORMATS
+from .errors import report
+from .formats import FORMATS
 
 
-def _add_model_args(p: argparse.ArgumentParser) -> None:
+# ---------------------------------------------------------------------------------------------
+# option types: a bad value is an argparse error naming the option
+
+
+def _number(kind: type, low: float, inclusive: bool):
+    def parse(text: str):
+        try:
+            value = kind(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"not a number: {text!r}") from None
+        if value < low or (value == low and not inclusive):
+            raise argparse.ArgumentTypeError(f"must be {'at least' if inclusive else 'more than'} {low:g}, not {text}")
+        return value
+
+    return parse
+
+
+non_negative_int = _number(int, 0, inclusive=True)
+positive_int = _number(int, 1, inclusive=True)
+positive_float = _number(float, 0.0, inclusive=False)
+
+
+def add_model_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--model", default=DEFAULT_MODEL, help=f"bundled model name or checkpoint path (default: {DEFAULT_MODEL})")
-    p.add_argument("--beam", type=int, help="beam width; 0 = greedy (default: what the model recommends; 16 with --lexicon/--lm)")
+    p.add_argument("--beam", type=non_negative_int,
+                   help="beam width; 0 = greedy (default: what the model recommends; 16 with --lexicon/--lm)")
     p.add_argument("--lexicon", help="lexicon file for beam search (words the output may contain); 'none': no lexicon")
     p.add_argument("--lm", help="KenLM language model for beam search")
     p.add_argument("--compute-device", default=None, help="torch device for the model (default: cuda if present)")
 
 
-def decoding_changes(args: argparse.Namespace) -> dict:
-    """The decoding flags as changes to the model's recommended decoding (the same for every command)."""
-    changes = {}
-    if args.beam is not None:
-        changes["beam"] = args.beam
-    if args.lexicon:
-        changes.update(lexicon=None if args.lexicon == "none" else args.lexicon, words=None)
-    if args.lm:
-        changes["lm"] = args.lm
-    if (args.lexicon not in (None, "none") or args.lm) and args.beam is None:
-        changes["beam"] = 16  # a lexicon or an LM is used by the beam search
-    return changes
+def checkpoint_and_options(args: argparse.Namespace, device: str | None = "cpu"):
+    """The model, loaded once, and the decoding the flags ask for on top of its recommendation."""
+    from models.checkpoint import load_checkpoint
+
+    from .options import resolve_options
+    from .session import default_device
+
+    checkpoint = load_checkpoint(args.model, device or default_device())
+    return checkpoint, resolve_options(checkpoint, beam=args.beam, lexicon=args.lexicon, lm=args.lm)
 
 
 def load_recognizer(args: argparse.Namespace):
     from .session import Recognizer
 
-    recognizer = Recognizer.load(args.model, device=args.compute_device)  # with the model's recommended decoding
-    changes = decoding_changes(args)
-    return recognizer.with_options(**changes) if changes else recognizer
+    checkpoint, options = checkpoint_and_options(args, args.compute_device)
+    return Recognizer(checkpoint, options)
+
+
+# ---------------------------------------------------------------------------------------------
+# commands
 
 
 def cmd_transcribe(args: argparse.Namespace) -> int:
+    from models.audio import AudioError
+
+    from .formats import render
     from .transcribe import transcribe_file
 
     recognizer = load_recognizer(args)
@@ -51,7 +82,7 @@ def cmd_transcribe(args: argparse.Namespace) -> int:
         try:
             transcript = transcribe_file(recognizer, path, chunk_ms=args.chunk_ms)
         except AudioError as e:
-            print(f"rnnstream: error: {e}", file=sys.stderr)
+            report(e)
             failed += 1
             continue
         out = render(transcript, args.format, with_path=len(args.paths) > 1)
@@ -66,27 +97,157 @@ def cmd_transcribe(args: argparse.Namespace) -> int:
     return 1 if failed else 0
 
 
-def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="rnnstream", description="Streaming LSTM-CTC speech recognition")
-    sub = parser.add_subparsers(dest="command", required=True)
+def _listen_recognizer(args: argparse.Namespace):
+    if not args.ray:
+        import torch
 
+        # One stream of small steps: extra intra-op threads only add sync cost, and under CPU
+        # contention they made recognition 10-30x slower than real time here (BENCHMARKS.md).
+        torch.set_num_threads(int(os.environ.get("OMP_NUM_THREADS", "1")))
+        return load_recognizer(args)
+    from .distributed.session import RayRecognizer
+
+    # The decoding a local run would use (flags, else the model's recommendation), so both agree.
+    checkpoint, options = checkpoint_and_options(args)
+    return RayRecognizer.connect(args.model, device=args.compute_device, options=options, checkpoint=checkpoint)
+
+
+def cmd_listen(args: argparse.Namespace) -> int:
+    from models.errors import InputError
+
+    from .live.listen import ListenError, StopOnSignals, make_display, recording, run
+    from .live.microphone import Microphone, MicrophoneError, find_device
+
+    display = make_display(args.format)
+    recognizer = None
+    try:
+        device = find_device(args.device)  # before loading the model: a wrong name fails fast
+        recognizer = _listen_recognizer(args)
+        mic = Microphone(device)
+        session = recognizer.session(mic.sample_rate, mic.channels)
+        with StopOnSignals() as stop, recording(args.save_audio, mic) as record, mic:
+            display.note(
+                f"rnnstream: listening on {device.index}: {device.name} ({device.hostapi}), "
+                f"{mic.sample_rate} Hz, {mic.channels} ch; Ctrl-C to stop"
+            )
+            heard = run(mic, session, display, stop, args.max_seconds, on_audio=record)
+    except MicrophoneError as e:
+        report(e)
+        return 2
+    except (ListenError, InputError) as e:
+        display.close()
+        report(e)
+        return 1
+    except BrokenPipeError:  # the reader went away (`listen | head -3`): stop quietly, as a filter does
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 0
+    finally:
+        if recognizer is not None:  # the Ray pipeline (and Ray, if it started it)
+            recognizer.close()
+    lost = mic.stats.problems()
+    summary = f"AUDIO LOST: {lost}" if lost else "no audio lost"
+    display.note(f"rnnstream: stopped after {heard:.2f} s of audio; {summary}")
+    return 0
+
+
+def cmd_devices(args: argparse.Namespace) -> int:
+    import json
+
+    from .live.microphone import MicrophoneError, input_devices
+
+    try:
+        devices = input_devices()
+    except MicrophoneError as e:
+        report(e)
+        return 2
+    if args.format == "jsonl":
+        for d in devices:
+            row = {"index": d.index, "name": d.name, "hostapi": d.hostapi, "channels": d.max_channels}
+            print(json.dumps({**row, "sample_rate": d.sample_rate, "default": d.is_default}))
+        return 0
+    if not devices:
+        print("no audio input devices found", file=sys.stderr)
+        return 1
+    width = max(len(d.name) for d in devices)
+    print(f"  {'index':>5}  {'name':<{width}}  {'host API':<8}  {'channels':>8}  native rate")
+    for d in devices:
+        mark = "*" if d.is_default else " "
+        print(f"{mark} {d.index:>5}  {d.name:<{width}}  {d.hostapi:<8}  {d.max_channels:>8}  {d.sample_rate} Hz")
+    return 0
+
+
+def cmd_batch(args: argparse.Namespace) -> int:
+    from .batch.driver import BatchOptions, run_batch
+    from .pipeline import PipelineSpec
+
+    _, options = checkpoint_and_options(args)  # portable to any node
+    spec = PipelineSpec(device=args.compute_device, options=options, decoders=args.decoders)
+    opts = BatchOptions(
+        fmt=args.format, address=args.address, workers=args.workers, streams=args.streams,
+        chunk_seconds=args.chunk_seconds, in_process=args.in_process, progress=not args.no_progress,
+    )
+    summary = run_batch(args.inputs, args.output, args.model, opts, spec)
+    print(
+        f"rnnstream: {summary.transcribed} transcribed, {summary.skipped} already done, {summary.failed} failed; "
+        f"{summary.audio_seconds / 3600:.3f} h of audio in {summary.wall_seconds:.1f} s ({summary.rtfx:.0f}x real time)",
+        file=sys.stderr,
+    )
+    return 1 if summary.failed else 0
+
+
+# ---------------------------------------------------------------------------------------------
+# the parser
+
+
+def _add_transcribe(sub) -> None:
     p = sub.add_parser("transcribe", help="transcribe audio files (wav, flac, ogg, mp3; any rate and channels)")
     p.add_argument("paths", nargs="+", metavar="PATH")
-    _add_model_args(p)
+    add_model_args(p)
     p.add_argument("--format", choices=FORMATS, default="text")
-    p.add_argument("--chunk-ms", type=int, default=160, help="feed the file in chunks of this length; 0 = whole file")
+    p.add_argument("--chunk-ms", type=non_negative_int, default=160, help="feed the file in chunks of this length; 0 = whole file")
     p.add_argument("--output-dir", help="write one srt/vtt/jsonl file per input here instead of stdout")
     p.set_defaults(func=cmd_transcribe)
 
-    from .listen import add_listen_parsers  # listen, devices (issue 5)
 
-    add_listen_parsers(sub)
+def _add_listen(sub) -> None:
+    p = sub.add_parser("listen", help="transcribe a microphone live (Ctrl-C to stop)")
+    p.add_argument("--device", help="input device: index or (part of) its name; see `rnnstream devices`")
+    add_model_args(p)
+    p.add_argument(
+        "--format", choices=("text", "jsonl"), default=None,
+        help="text: live captions; jsonl: one event per line (default: text on a terminal, else jsonl)",
+    )
+    p.add_argument("--max-seconds", type=positive_float, default=None, help="stop after this much audio")
+    p.add_argument("--ray", action="store_true", help="recognize through the Ray pipeline")
+    p.add_argument("--save-audio", metavar="WAV", help="also write the audio that was recognized to this file")
+    p.set_defaults(func=cmd_listen)
 
-    from .batch import add_batch_parser  # batch (issue 4)
-    from .bench import add_bench_parser  # bench streams|offline (issue 4)
+    p = sub.add_parser("devices", help="list audio input devices and their native rates")
+    p.add_argument("--format", choices=("text", "jsonl"), default="text")
+    p.set_defaults(func=cmd_devices)
 
-    add_batch_parser(sub)
-    add_bench_parser(sub)
+
+def _add_batch(sub) -> None:
+    p = sub.add_parser("batch", help="transcribe many files through Ray (resumable: reruns skip what is done)")
+    p.add_argument("inputs", nargs="+", metavar="INPUT", help="audio files, directories, globs or manifests (.txt/.lst/.jsonl)")
+    p.add_argument("--output", "-o", required=True, help="a .jsonl file; for srt/vtt a directory (with index.jsonl)")
+    p.add_argument("--format", choices=BATCH_FORMATS, default="jsonl")
+    p.add_argument("--address", help="an existing Ray cluster (host:port); default: start Ray on this machine")
+    p.add_argument("--workers", type=positive_int, help="pipelines (model actors); default: one per node")
+    p.add_argument("--streams", type=positive_int, default=64, help="files in flight per worker (default 64)")
+    p.add_argument("--decoders", type=positive_int, default=2, help="decoder actors per worker (default 2)")
+    p.add_argument("--chunk-seconds", type=positive_float, default=8.0, help="seconds of audio per file per tick (default 8)")
+    p.add_argument("--in-process", action="store_true", help="no Ray: run the same stages in this process")
+    p.add_argument("--no-progress", action="store_true")
+    add_model_args(p)
+    p.set_defaults(func=cmd_batch)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="rnnstream", description="Streaming LSTM-CTC speech recognition")
+    sub = parser.add_subparsers(dest="command", required=True)
+    for add in (_add_transcribe, _add_listen, _add_batch):
+        add(sub)
     return parser
 
 
@@ -95,7 +256,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         return args.func(args)
     except CheckpointError as e:
-        print(f"rnnstream: error: {e}", file=sys.stderr)
+        report(e)
         return 2
     except KeyboardInterrupt:
         return 130

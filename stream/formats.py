@@ -1,20 +1,31 @@
-"""Writing transcripts as plain text, JSON lines, SubRip (srt) or WebVTT."""
+"""Writing transcripts and events: plain text, JSON lines, SubRip (srt), WebVTT, and timestamps."""
 
 from __future__ import annotations
 
 import json
 
+from .backend import Event
 from .transcribe import Transcript
 
 FORMATS = ("text", "jsonl", "srt", "vtt")
 
 
-def _timestamp(seconds: float, sep: str) -> str:
+def timestamp(seconds: float, sep: str = ".", hours: bool = True) -> str:
+    """hh:mm:ss.mmm (srt: sep=","); hours=False leaves them out until there are any (Whisper's [mm:ss.mmm])."""
     ms = round(seconds * 1000)
     h, ms = divmod(ms, 3_600_000)
     m, ms = divmod(ms, 60_000)
     s, ms = divmod(ms, 1000)
-    return f"{h:02d}:{m:02d}:{s:02d}{sep}{ms:03d}"
+    return f"{h:02d}:{m:02d}:{s:02d}{sep}{ms:03d}" if h or hours else f"{m:02d}:{s:02d}{sep}{ms:03d}"
+
+
+def event_json(e: Event, digits: int = 3) -> str:
+    d = e.to_dict()
+    d["start"], d["end"] = round(e.start, digits), round(e.end, digits)
+    for w in d["words"]:
+        for k in ("start", "end", "confidence"):
+            w[k] = round(w[k], digits)
+    return json.dumps(d, ensure_ascii=False)
 
 
 def to_jsonl(t: Transcript) -> str:
@@ -23,14 +34,14 @@ def to_jsonl(t: Transcript) -> str:
 
 def to_srt(t: Transcript) -> str:
     blocks = [
-        f"{i}\n{_timestamp(s.start, ',')} --> {_timestamp(s.end, ',')}\n{s.text}\n"
+        f"{i}\n{timestamp(s.start, ',')} --> {timestamp(s.end, ',')}\n{s.text}\n"
         for i, s in enumerate(t.segments, 1)
     ]
     return "\n".join(blocks)
 
 
 def to_vtt(t: Transcript) -> str:
-    cues = [f"{_timestamp(s.start, '.')} --> {_timestamp(s.end, '.')}\n{s.text}\n" for s in t.segments]
+    cues = [f"{timestamp(s.start)} --> {timestamp(s.end)}\n{s.text}\n" for s in t.segments]
     return "WEBVTT\n\n" + "\n".join(cues)
 
 

@@ -1,9 +1,9 @@
-"""Where audio enters: each stream's frames are coalesced into chunks of >= 100 ms and, once per tick,
-the ready chunks of ALL streams go to the pipeline as one message.
+"""Where input enters: each stream's data is coalesced into chunks of >= 100 ms and, once per tick, the ready
+chunks of ALL streams go to the pipeline as one message.
 
 At most `window` ticks are in flight, so a slow stage slows the producer (or, with overflow="drop",
-audio past a bound is dropped and counted, never silently). Results come back per tick, in order, and
-are routed to their streams. Works with a RayPipeline or a LocalPipeline alike.
+input past a bound is dropped and counted, never silently). Results come back per tick, in order, and
+are routed to their streams. Works with any `Pipeline` (Ray or in-process) alike.
 """
 
 from __future__ import annotations
@@ -17,10 +17,12 @@ from dataclasses import asdict, dataclass, field
 
 import numpy as np
 
-from models.audio import AudioError, to_float
+from models.audio import to_float
+from models.errors import InputError, one_line
 
-from .pipeline import Event
-from .stages import Chunk, Key, Update, _reason
+from .backend import Event
+from .messages import Chunk, Key, Update
+from .pipeline import Pipeline
 
 
 class StreamExpired(RuntimeError):
@@ -31,30 +33,50 @@ class PipelineFailed(RuntimeError):
     """An actor of the pipeline died (its node went away): the streams in it are lost."""
 
 
-# ---------------------------------------------------------------------------------------------
-# Ingest: where audio enters. Coalesces, ticks, bounds what is in flight, routes events back.
-
-
 @dataclass
 class IngestStats:
     ticks: int = 0
     chunks: int = 0
-    audio_seconds: float = 0.0
+    audio_seconds: float = 0.0  # input seconds pushed
     max_inflight: int = 0  # ticks in the pipeline at once (never above the window)
     blocked: int = 0  # times a producer waited for the window: backpressure at work
     blocked_seconds: float = 0.0
-    dropped_seconds: float = 0.0  # audio dropped by the "drop" overflow policy (never silently)
+    dropped_seconds: float = 0.0  # input dropped by the "drop" overflow policy (never silently)
     max_buffered_seconds: float = 0.0
 
     def to_dict(self) -> dict:
         return {k: round(v, 3) if isinstance(v, float) else v for k, v in asdict(self).items()}
 
 
+@dataclass(frozen=True)
+class StreamStatus:
+    """Where one stream stands, as its producer sees it."""
+
+    finishing: bool  # finish() was called
+    done: bool  # the pipeline said its last word (or it failed)
+    inflight: int  # ticks carrying its chunks, not yet delivered
+    ready: bool  # it has a chunk to send
+    error: str | None = None
+    expired: bool = False
+    lost: bool = False  # the pipeline died before the stream was over
+
+    @property
+    def over(self) -> bool:
+        """Done and nothing more to come: its events are all delivered."""
+        return self.done and not self.inflight
+
+
+@dataclass
+class _Part:
+    data: np.ndarray
+    mark: float | None  # time.monotonic() of its arrival, for latency figures
+
+
 @dataclass
 class _Stream:
     rate: int
     channels: int | None
-    parts: deque = field(default_factory=deque)  # [samples, mark]
+    parts: deque[_Part] = field(default_factory=deque)
     buffered: int = 0
     opened: bool = False
     granted: bool = False  # the model promised a slot
@@ -65,7 +87,7 @@ class _Stream:
     done: bool = False
     error: str | None = None
     expired: bool = False
-    lost: bool = False  # the pipeline died before the stream was over
+    lost: bool = False
 
 
 @dataclass
@@ -76,16 +98,17 @@ class _Tick:
 
 
 class Ingest:
-    """Buffers each stream's audio; a tick sends every stream's ready chunk (>= min_chunk s) as one message.
+    """Buffers each stream's input; a tick sends every stream's ready chunk (>= min_chunk s) as one message.
 
     At most `window` ticks are in flight. Past that, `submit(block=True)` waits for the oldest (the
     producer slows down to the pipeline's pace); with overflow="drop" the producer never waits and a
     stream's buffer beyond `max_buffer` seconds is dropped, counted in `stats.dropped_seconds`.
+    Every method takes the ingest's lock, so many threads can feed their own streams.
     """
 
     def __init__(
         self,
-        pipeline,
+        pipeline: Pipeline,
         min_chunk: float = 0.1,
         max_chunk: float = 10.0,
         window: int = 4,
@@ -99,12 +122,13 @@ class Ingest:
         self.min_chunk, self.max_chunk, self.window = min_chunk, max(min_chunk, max_chunk), window
         self.overflow, self.max_buffer = overflow, max_buffer
         self.producer = uuid.uuid4().hex[:12]
-        self.streams: dict[Key, _Stream] = {}
-        self.inflight: deque[_Tick] = deque()
         self.stats = IngestStats()
         self.latencies: list[float] | None = [] if track_latency else None
-        self.failed: BaseException | None = None
-        self.lock = threading.RLock()
+        self._streams: dict[Key, _Stream] = {}
+        self._inflight: deque[_Tick] = deque()
+        self._failed: BaseException | None = None
+        self._closed = False
+        self._lock = threading.RLock()
         self._seq = 0
         self._count = 0
 
@@ -112,127 +136,175 @@ class Ingest:
 
     def open(self, rate: int, channels: int | None = None) -> Key:
         if rate <= 0:
-            raise AudioError(f"invalid sample rate {rate}")
-        with self.lock:
+            raise InputError(f"invalid sample rate {rate}")
+        with self._lock:
+            if self._closed:
+                raise RuntimeError("ingest is closed")
             key = (self.producer, self._count)
             self._count += 1
-            self.streams[key] = _Stream(rate, channels)
+            self._streams[key] = _Stream(rate, channels)
             return key
 
-    def push(self, key: Key, samples: np.ndarray, mark: float | None = None) -> None:
-        """Queue audio; `mark` (a time.monotonic() of when it arrived) is used to measure latency."""
-        samples = np.asarray(samples)
-        with self.lock:
-            s = self.streams[key]
+    def push(self, key: Key, data: np.ndarray, mark: float | None = None) -> None:
+        """Queue input; `mark` (a time.monotonic() of when it arrived) is used to measure latency."""
+        data = np.asarray(data)
+        with self._lock:
+            s = self._streams[key]
             if s.finishing:
                 raise RuntimeError("stream is finished")
-            if s.parts and (samples.shape[1:] != s.parts[0][0].shape[1:]):
-                raise AudioError(f"audio shape changed mid-stream: {s.parts[0][0].shape[1:]} -> {samples.shape[1:]}")
-            if not len(samples):
+            if s.parts and (data.shape[1:] != s.parts[0].data.shape[1:]):
+                raise InputError(f"input shape changed mid-stream: {s.parts[0].data.shape[1:]} -> {data.shape[1:]}")
+            if not len(data):
                 return
-            if s.parts and samples.dtype != s.parts[-1][0].dtype:  # mixed PCM types: scale all to float
-                s.parts = deque([to_float(p[0]), p[1]] for p in s.parts)
-                samples = to_float(samples)
-            s.parts.append([samples, mark])
-            s.buffered += len(samples)
-            self.stats.audio_seconds += len(samples) / s.rate
+            if s.parts and data.dtype != s.parts[-1].data.dtype:  # mixed PCM types: scale all to float
+                s.parts = deque(_Part(to_float(p.data), p.mark) for p in s.parts)
+                data = to_float(data)
+            s.parts.append(_Part(data, mark))
+            s.buffered += len(data)
+            self.stats.audio_seconds += len(data) / s.rate
             if self.overflow == "drop":
                 self._drop_overflow(s)
             self.stats.max_buffered_seconds = max(self.stats.max_buffered_seconds, s.buffered / s.rate)
 
     def finish(self, key: Key) -> None:
-        with self.lock:
-            self.streams[key].finishing = True
+        with self._lock:
+            self._streams[key].finishing = True
 
-    def ready(self, key: Key) -> bool:
-        """Whether the stream has a chunk to send."""
-        s = self.streams.get(key)
-        return s is not None and self._sendable(s, ignore_grant=True)
+    def status(self, key: Key) -> StreamStatus | None:
+        """The stream's state (None: unknown, or over and taken)."""
+        with self._lock:
+            s = self._streams.get(key)
+            if s is None:
+                return None
+            ready = self._sendable(s, ignore_grant=True)
+            return StreamStatus(s.finishing, s.done, s.inflight, ready, s.error, s.expired, s.lost)
 
-    def busy(self, key: Key) -> bool:
-        s = self.streams.get(key)
-        return s is not None and (s.inflight > 0 or self._sendable(s, ignore_grant=True))
-
-    def take(self, key: Key) -> tuple[list[Event], _Stream]:
-        """The stream's events so far (handed over once) and its state; a finished stream is forgotten."""
-        with self.lock:
-            s = self.streams[key]
+    def take(self, key: Key) -> tuple[list[Event], StreamStatus]:
+        """The stream's events so far (handed over once) and its status; a stream that is over is forgotten."""
+        with self._lock:
+            s = self._streams[key]
+            status = self.status(key)
             events, s.events = s.events, []
-            if s.done and not s.inflight:
-                del self.streams[key]
-            return events, s
+            if status.over:
+                del self._streams[key]
+            return events, status
 
     # -- ticks
 
+    @property
+    def inflight(self) -> int:
+        return len(self._inflight)
+
+    @property
+    def has_room(self) -> bool:
+        """Whether a tick can go out without waiting for the window."""
+        return len(self._inflight) < self.window
+
+    @property
+    def oldest(self) -> object | None:
+        """The handle of the oldest tick in flight (for `Pipeline.wait` over many ingests), or None."""
+        with self._lock:
+            return self._inflight[0].handle if self._inflight else None
+
     def submit(self, block: bool = True) -> bool:
         """Send one tick with the ready chunk of every stream; False if nothing was sent."""
-        with self.lock:
+        with self._lock:
             self._check()
-            if len(self.inflight) >= self.window:
+            if len(self._inflight) >= self.window:
                 self.stats.blocked += 1
                 if not block:
                     return False
                 t0 = time.monotonic()
-                while len(self.inflight) >= self.window:
+                while len(self._inflight) >= self.window:
                     self.collect(timeout=None)
                 self.stats.blocked_seconds += time.monotonic() - t0
             self._reserve()
             chunks, marks = {}, []
-            for key, s in self.streams.items():
+            for key, s in self._streams.items():
                 if self._sendable(s):
                     chunks[key] = self._chunk(s, marks)
             if not chunks:
                 return False
-            try:
-                handle = self.pipeline.submit(self.producer, self._seq, chunks)
-            except Exception as e:
-                self._fail(e)
-                raise PipelineFailed(f"pipeline failed: {_reason(e)}") from e
+            handle = self._call(self.pipeline.submit, self.producer, self._seq, chunks)
             self._seq += 1
-            self.inflight.append(_Tick(handle, list(chunks), marks))
+            self._inflight.append(_Tick(handle, list(chunks), marks))
             self.stats.ticks += 1
             self.stats.chunks += len(chunks)
-            self.stats.max_inflight = max(self.stats.max_inflight, len(self.inflight))
+            self.stats.max_inflight = max(self.stats.max_inflight, len(self._inflight))
             return True
 
     def collect(self, timeout: float | None = 0.0) -> int:
         """Deliver finished ticks, oldest first, waiting up to `timeout` (None: for the oldest); -> count."""
-        with self.lock:
+        with self._lock:
             self._check()
-            if not self.inflight:
+            if not self._inflight:
                 return 0
-            done = self.pipeline.ready([t.handle for t in self.inflight], timeout)
+            done = self._call(self.pipeline.ready, [t.handle for t in self._inflight], timeout)
             for _ in range(done):
-                tick = self.inflight.popleft()
-                try:
-                    updates = self.pipeline.get(tick.handle)
-                except Exception as e:
-                    self._fail(e)
-                    raise PipelineFailed(f"pipeline failed: {_reason(e)}") from e
-                self._deliver(tick, updates)
+                tick = self._inflight.popleft()
+                self._deliver(tick, self._call(self.pipeline.get, tick.handle))
             return done
+
+    def wait(self, timeout: float = 0.05) -> None:
+        """Without holding the lock (other threads' input can join the next ticks): until the oldest tick is done,
+        at most `timeout`; with nothing in flight a short sleep (new streams wait for a model slot)."""
+        oldest = self.oldest
+        if oldest is None:
+            time.sleep(min(timeout, 0.005))
+        else:
+            self.pipeline.ready([oldest], timeout)
+
+    def pump(self, key: Key, block: bool) -> tuple[list[Event], StreamStatus]:
+        """Send what is ready and deliver what is done; with `block`, until the stream has nothing queued or in
+        flight. -> `take(key)`."""
+        while True:
+            with self._lock:
+                while self.status(key).ready and self.submit(block=False):
+                    pass
+                self.collect(timeout=0)
+                status = self.status(key)
+                if not (block and (status.inflight or status.ready)):
+                    return self.take(key)
+            self.wait()
 
     def drain(self, key: Key | None = None) -> None:
         """Send and collect until the stream (or every stream) has nothing queued or in flight."""
-        with self.lock:
-            while any(self.busy(k) for k in ([key] if key is not None else list(self.streams))):
-                if any(self._sendable(s, ignore_grant=True) for s in self.streams.values()) and self.submit(block=True):
+        with self._lock:
+            while any(self._busy(k) for k in ([key] if key is not None else list(self._streams))):
+                if any(self._sendable(s, ignore_grant=True) for s in self._streams.values()) and self.submit(block=True):
                     continue  # (a full window made submit wait: backpressure)
-                if self.inflight:
+                if self._inflight:
                     self.collect(timeout=None)
                 else:
                     time.sleep(0.01)  # new streams wait for a model slot
 
+    def close(self) -> None:
+        """Refuse new streams; streams not over end with an error (the pipeline is the caller's to close)."""
+        with self._lock:
+            self._closed = True
+            for s in self._streams.values():
+                if not s.done:
+                    s.done, s.error = True, s.error or "ingest closed"
+
+    # -- internals
+
+    def _busy(self, key: Key) -> bool:
+        s = self._streams.get(key)
+        return s is not None and (s.inflight > 0 or self._sendable(s, ignore_grant=True))
+
+    def _call(self, method, *args):
+        """A pipeline call; its failure (a dead actor) fails every stream, once."""
+        try:
+            return method(*args)
+        except Exception as e:
+            self._fail(e)
+            raise PipelineFailed(f"pipeline failed: {one_line(e)}") from e
+
     def _reserve(self) -> None:
-        waiting = [k for k, s in self.streams.items() if not s.granted and self._sendable(s, ignore_grant=True)]
+        waiting = [k for k, s in self._streams.items() if not s.granted and self._sendable(s, ignore_grant=True)]
         if waiting:
-            try:
-                granted = self.pipeline.reserve(waiting)
-            except Exception as e:
-                self._fail(e)
-                raise PipelineFailed(f"pipeline failed: {_reason(e)}") from e
-            for key in granted:
-                self.streams[key].granted = True
+            for key in self._call(self.pipeline.reserve, waiting):
+                self._streams[key].granted = True
 
     def _sendable(self, s: _Stream, ignore_grant: bool = False) -> bool:
         if s.done or s.sent_last or not (s.granted or ignore_grant):
@@ -246,23 +318,23 @@ class Ingest:
         pieces, need = [], take
         while need:
             part = s.parts[0]
-            if len(part[0]) <= need:
+            if len(part.data) <= need:
                 s.parts.popleft()
-                pieces.append(part[0])
-                need -= len(part[0])
-                if part[1] is not None:
-                    marks.append(part[1])
+                pieces.append(part.data)
+                need -= len(part.data)
+                if part.mark is not None:
+                    marks.append(part.mark)
             else:
-                pieces.append(part[0][:need])
-                part[0] = part[0][need:]
+                pieces.append(part.data[:need])
+                part.data = part.data[need:]
                 need = 0
         s.buffered -= take
         if not pieces:
-            samples = np.zeros(0, np.float32)
+            data = np.zeros(0, np.float32)
         else:
-            samples = pieces[0] if len(pieces) == 1 else np.concatenate(pieces)
+            data = pieces[0] if len(pieces) == 1 else np.concatenate(pieces)
         last = s.finishing and not s.buffered
-        chunk = Chunk(samples, last, None if s.opened else s.rate, None if s.opened else s.channels)
+        chunk = Chunk(data, last, None if s.opened else s.rate, None if s.opened else s.channels)
         s.opened, s.sent_last = True, last
         s.inflight += 1
         return chunk
@@ -271,9 +343,9 @@ class Ingest:
         excess = s.buffered - int(self.max_buffer * s.rate)
         while excess > 0:
             part = s.parts[0]
-            n = min(excess, len(part[0]))
-            part[0] = part[0][n:]
-            if not len(part[0]):
+            n = min(excess, len(part.data))
+            part.data = part.data[n:]
+            if not len(part.data):
                 s.parts.popleft()
             s.buffered -= n
             excess -= n
@@ -281,10 +353,10 @@ class Ingest:
 
     def _deliver(self, tick: _Tick, updates: dict[Key, Update]) -> None:
         for key in tick.keys:
-            if key in self.streams:
-                self.streams[key].inflight -= 1
+            if key in self._streams:
+                self._streams[key].inflight -= 1
         for key, u in updates.items():
-            s = self.streams.get(key)
+            s = self._streams.get(key)
             if s is None:
                 continue
             s.events += u.events
@@ -296,11 +368,11 @@ class Ingest:
             self.latencies += [now - m for m in tick.marks]
 
     def _fail(self, e: BaseException) -> None:
-        self.failed = e
-        for s in self.streams.values():
+        self._failed = e
+        for s in self._streams.values():
             if not s.done:
-                s.done, s.lost, s.error = True, True, f"pipeline failed: {_reason(e)}"
+                s.done, s.lost, s.error = True, True, f"pipeline failed: {one_line(e)}"
 
     def _check(self) -> None:
-        if self.failed is not None:
-            raise PipelineFailed(f"pipeline failed: {_reason(self.failed)}")
+        if self._failed is not None:
+            raise PipelineFailed(f"pipeline failed: {one_line(self._failed)}")

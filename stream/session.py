@@ -1,33 +1,51 @@
-"""The in-process recognizer: load a model once, open any number of independent streaming sessions.
+"""The recognizer: load a model once, open any number of independent streaming sessions.
 
-Everything else (file transcription, the microphone, the Ray actors) is built from these pieces.
+A Session is one stream through a LocalPipeline of its own: the same stages, batcher and model call that step
+many streams at once, with one stream. Everything else (files, the microphone, Ray, servers) is built from
+these pieces, and `RecognizerLike` / `SessionLike` are what its callers rely on, in process or on Ray.
 """
 
 from __future__ import annotations
 
 from dataclasses import replace
 from pathlib import Path
+from typing import Protocol
 
 import numpy as np
 import torch
 
 from models.checkpoint import DEFAULT_MODEL, Checkpoint, load_checkpoint
 from models.decoding import DecodeOptions
-from models.features import LogMel
-from models.model import State
+from models.errors import InputError
+from models.frontend import FrontEnd, make_extractor
 
-from .pipeline import BackEnd, EndpointConfig, Event, FrontEnd
+from .backend import BackEnd, EndpointConfig, Event
+from .messages import Chunk
+from .options import recommended_options
+from .pipeline import LocalPipeline, PipelineSpec
+
+
+class SessionLike(Protocol):
+    """One stream: `accept` input of any size, then `finish`; both return the new events."""
+
+    def accept(self, data: np.ndarray) -> list[Event]: ...
+
+    def finish(self) -> list[Event]: ...
+
+
+class RecognizerLike(Protocol):
+    """Opens sessions: the in-process `Recognizer` and `stream.distributed.RayRecognizer` alike."""
+
+    sample_rate: int  # the input rate sessions get by default (samples or points per second)
+    step_seconds: float
+
+    def session(self, sample_rate: int | None = None, channels: int | None = None) -> SessionLike: ...
+
+    def close(self) -> None: ...
 
 
 def default_device() -> str:
     return "cuda" if torch.cuda.is_available() else "cpu"
-
-
-def recommended_options(checkpoint: Checkpoint) -> DecodeOptions:
-    """The decoding a model was made for (checkpoint meta "decoding": beam width and a word list), else greedy."""
-    spec = checkpoint.meta.get("decoding") or {}
-    words = tuple(spec["words"]) if spec.get("words") else None
-    return DecodeOptions(beam=int(spec.get("beam", 0)), words=words)
 
 
 class Recognizer:
@@ -43,9 +61,9 @@ class Recognizer:
         self.tokenizer = checkpoint.tokenizer
         self.options = options if options is not None else recommended_options(checkpoint)
         self.endpoint = endpoint
-        self.logmel = LogMel(checkpoint.features)
-        self.sample_rate = checkpoint.features.sample_rate
-        self.step_seconds = checkpoint.features.frame_seconds * self.model.cfg.stack
+        self.extractor = make_extractor(checkpoint.frontend, checkpoint.features, self.model.cfg.stack)
+        self.sample_rate = self.extractor.rate
+        self.step_seconds = self.extractor.frame_seconds * self.model.cfg.stack
 
     @classmethod
     def load(
@@ -65,47 +83,59 @@ class Recognizer:
     def device(self) -> torch.device:
         return next(self.model.parameters()).device
 
-    def frontend(self, sample_rate: int, channels: int | None = None) -> FrontEnd:
-        return FrontEnd(self.logmel, self.model.cfg.stack, sample_rate, channels)
+    def frontend(self, sample_rate: int | None = None, channels: int | None = None) -> FrontEnd:
+        return self.extractor.open(sample_rate, channels)
 
     def backend(self) -> BackEnd:
-        return BackEnd(self.tokenizer, self.step_seconds, self.options, self.endpoint)
+        return BackEnd(self.tokenizer, self.step_seconds, self.options, self.endpoint, self.extractor.tail_steps)
 
-    @torch.no_grad()
-    def forward(self, frames: torch.Tensor, state: State | None) -> tuple[torch.Tensor, State]:
-        """One stream's frames [steps * stack, n_mels] -> (log_probs [steps, n_tokens] on the CPU, state)."""
-        log_probs, state = self.model(frames[None].to(self.device), state)
-        return log_probs[0].cpu(), state
+    def pipeline(self, spec: PipelineSpec = PipelineSpec()) -> LocalPipeline:
+        """The stages for many streams in this process (the spec's batcher limits; its decoding is this one's)."""
+        return LocalPipeline(self.extractor, self.model, self.backend, spec)
 
     def session(self, sample_rate: int | None = None, channels: int | None = None) -> Session:
         return Session(self, sample_rate or self.sample_rate, channels)
 
+    def close(self) -> None:
+        """Nothing to release in process (RecognizerLike)."""
+
+    def __enter__(self) -> Recognizer:
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
 
 class Session:
-    """One audio stream: `accept` chunks of any size, then `finish`; both return the new events."""
+    """One stream: `accept` chunks of any size, then `finish`; both return the new events. Bad input raises
+    InputError (AudioError for audio read from files) and ends the session."""
+
+    _KEY = 0
 
     def __init__(self, recognizer: Recognizer, sample_rate: int, channels: int | None = None):
-        self.recognizer = recognizer
-        self.frontend = recognizer.frontend(sample_rate, channels)
-        self.backend = recognizer.backend()
-        self.state: State | None = None
+        self.pipeline = recognizer.pipeline(PipelineSpec(slots=1))  # its own, one slot: no lock to share
+        self._ticks = 0
         self.closed = False
+        self._step(Chunk(np.zeros(0, np.float32), rate=sample_rate, channels=channels))  # opens: a bad rate fails here
 
-    def accept(self, samples: np.ndarray) -> list[Event]:
-        """samples: [n] or [n, channels], int or float PCM at the session's sample rate."""
-        return self._step(samples, last=False)
+    def accept(self, data: np.ndarray) -> list[Event]:
+        """data: audio [n] or [n, channels] int or float PCM at the session's rate (or the front end's input)."""
+        return self._step(Chunk(np.asarray(data)))
 
     def finish(self) -> list[Event]:
-        """Flush the audio still held back and close the pending utterance."""
-        events = self._step(np.zeros(0, np.float32), last=True)
+        """Flush the input still held back and close the pending utterance."""
+        events = self._step(Chunk(np.zeros(0, np.float32), last=True))
         self.closed = True
-        return events + self.backend.finish()
+        return events
 
-    def _step(self, samples: np.ndarray, last: bool) -> list[Event]:
+    def _step(self, chunk: Chunk) -> list[Event]:
         if self.closed:
             raise RuntimeError("session is finished")
-        frames = self.frontend.accept(samples, last=last)
-        if not len(frames):
+        update = self.pipeline.submit(None, self._ticks, {self._KEY: chunk}).get(self._KEY)
+        self._ticks += 1
+        if update is None:
             return []
-        log_probs, self.state = self.recognizer.forward(frames, self.state)
-        return self.backend.accept(log_probs)
+        if update.error:
+            self.closed = True
+            raise InputError(update.error)
+        return update.events

@@ -1,7 +1,9 @@
-"""Transcribing files through the streaming session: the offline use is the live path fed from disk."""
+"""Transcribing files and arrays through the streaming session: the offline use is the live path fed from disk."""
 
 from __future__ import annotations
 
+import itertools
+from collections.abc import Iterator, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
@@ -10,12 +12,13 @@ import soundfile as sf
 
 from models.audio import AudioError, audio_info, read_blocks
 from models.decoding import Word
+from models.errors import InputError, one_line
 
-from .pipeline import Event
-from .session import Recognizer
+from .backend import Event
+from .session import RecognizerLike
 
 
-@dataclass
+@dataclass(frozen=True)
 class Segment:
     start: float
     end: float
@@ -23,12 +26,17 @@ class Segment:
     words: list[Word] = field(default_factory=list)
 
 
-@dataclass
+@dataclass(frozen=True)
 class Transcript:
     path: str
     text: str
     duration: float
     segments: list[Segment]
+
+    @classmethod
+    def from_events(cls, path: str, duration: float, events: list[Event]) -> Transcript:
+        segments = [Segment(e.start, e.end, e.text, e.words) for e in events if e.type == "final"]
+        return cls(path, " ".join(s.text for s in segments), duration, segments)
 
     def to_dict(self, digits: int = 3) -> dict:
         d = asdict(self)
@@ -39,12 +47,28 @@ class Transcript:
         return d
 
 
-def segments_from_events(events: list[Event]) -> list[Segment]:
-    return [Segment(e.start, e.end, e.text, e.words) for e in events if e.type == "final"]
+def transcribe_array(
+    recognizer: RecognizerLike,
+    data: np.ndarray,
+    rate: int | None = None,
+    chunk: int | Sequence[int] = 0,
+    channels: int | None = None,
+) -> list[Event]:
+    """Every event of one session fed `data` in chunks of `chunk` samples (a sequence: those sizes in turn;
+    0: all at once), then finished."""
+    session = recognizer.session(rate, channels)
+    events: list[Event] = []
+    sizes = itertools.cycle([chunk] if isinstance(chunk, int) else chunk)
+    i = 0
+    while i < len(data):
+        n = next(sizes) or len(data)
+        events += session.accept(data[i : i + n])
+        i += n
+    return events + session.finish()
 
 
-def transcribe_file(recognizer: Recognizer, path: str | Path, chunk_ms: int = 160) -> Transcript:
-    """Feed the file in chunks of `chunk_ms` (0: the whole file in one chunk); raises AudioError."""
+def transcribe_file(recognizer: RecognizerLike, path: str | Path, chunk_ms: int = 160) -> Transcript:
+    """Feed the file in chunks of `chunk_ms` (0: the whole file in one chunk); raises AudioError naming the file."""
     rate, channels, duration = audio_info(path)
     session = recognizer.session(rate, channels)
     events: list[Event] = []
@@ -52,18 +76,17 @@ def transcribe_file(recognizer: Recognizer, path: str | Path, chunk_ms: int = 16
         for block in _chunks(path, rate, chunk_ms):
             events += session.accept(block)
         events += session.finish()
-    except AudioError as e:
+    except InputError as e:
         raise AudioError(f"{path}: {e}") from None
-    segments = segments_from_events(events)
-    return Transcript(str(path), " ".join(s.text for s in segments), duration, segments)
+    return Transcript.from_events(str(path), duration, events)
 
 
-def _chunks(path: str | Path, rate: int, chunk_ms: int):
+def _chunks(path: str | Path, rate: int, chunk_ms: int) -> Iterator[np.ndarray]:
     if chunk_ms <= 0:
         try:
             audio, _ = sf.read(str(path), dtype="float32", always_2d=True)
         except Exception as e:
-            raise AudioError(f"{path}: truncated or corrupt audio ({' '.join(str(e).split())})") from None
+            raise AudioError(f"{path}: truncated or corrupt audio ({one_line(e)})") from None
         yield audio
         return
     size = max(1, rate * chunk_ms // 1000)

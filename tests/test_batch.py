@@ -15,7 +15,8 @@ from conftest import FSDD, REPO
 
 pytest.importorskip("ray")
 
-from stream.batch import BatchOptions, expand_inputs, run_batch  # noqa: E402
+from stream.batch.driver import BatchOptions, run_batch  # noqa: E402
+from stream.batch.inputs import expand_inputs  # noqa: E402
 from stream.transcribe import transcribe_file  # noqa: E402
 
 

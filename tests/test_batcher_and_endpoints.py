@@ -9,6 +9,9 @@ import torch
 
 from conftest import FSDD, chunked
 from stream.batcher import SequenceBatcher, SlotsFull
+from stream.messages import Chunk
+from stream.pipeline import PipelineSpec
+from stream.transcribe import transcribe_array
 
 
 def _clip(name: str) -> tuple[np.ndarray, int]:
@@ -19,32 +22,30 @@ def _clip(name: str) -> tuple[np.ndarray, int]:
 
 
 def test_batched_streams_match_separate_sessions(recognizer, digits_audio):
-    """Streams of different lengths and chunkings, stepped together, give each stream's own result."""
+    """Streams of different lengths, rates and chunkings, stepped together in one pipeline, give each stream's own
+    result: the many-stream tick and a Session are the same code with many streams or one."""
     streams = {
         "a": (digits_audio[0], 16000, [2560]),
         "b": (*_clip("5_nicolas_3.wav"), [1280, 37]),
         "c": (*_clip("9_george_40.wav"), [999]),
     }
-    batcher = SequenceBatcher(recognizer.model, slots=2)  # grows to fit the third stream
-    fronts = {k: recognizer.frontend(rate) for k, (_, rate, _) in streams.items()}
-    backs = {k: recognizer.backend() for k in streams}
+    pipeline = recognizer.pipeline(PipelineSpec(slots=2))  # grows to fit the third stream
     chunks = {k: list(chunked(audio, sizes)) for k, (audio, _, sizes) in streams.items()}
     events = {k: [] for k in streams}
-    for k in streams:
-        batcher.start(k)
+    lstm_calls = 0
     for i in range(max(len(c) for c in chunks.values()) + 1):
-        frames = {}
-        for k in streams:
+        tick = {}
+        for k, (_, rate, _) in streams.items():
+            opens = {"rate": rate} if i == 0 else {}
             if i < len(chunks[k]):
-                frames[k] = fronts[k].accept(chunks[k][i])
+                tick[k] = Chunk(chunks[k][i], **opens)
             elif i == len(chunks[k]):
-                frames[k] = fronts[k].accept(np.zeros(0, np.float32), last=True)
-        for k, log_probs in batcher.step(frames).items():
-            events[k] += backs[k].accept(log_probs)
-    for k in streams:
-        events[k] += backs[k].finish()
-        batcher.end(k)
-    assert batcher.active == 0
+                tick[k] = Chunk(np.zeros(0, np.float32), last=True, **opens)
+        for k, update in pipeline.submit("test", i, tick).items():
+            assert not update.error, update.error
+            events[k] += update.events
+        lstm_calls += 1
+    assert pipeline.stats()["active"] == 0 and pipeline.stats()["lstm_calls"] <= lstm_calls
 
     for k, (audio, rate, _) in streams.items():
         session = recognizer.session(rate)
@@ -90,12 +91,12 @@ def test_endpointing_splits_long_audio_into_segments(recognizer, digits_audio):
 
 
 def test_partials_grow_into_the_final(recognizer, digits_audio):
-    session = recognizer.session(16000)
-    events = []
-    for chunk in chunked(digits_audio[0], [2560]):
-        events += session.accept(chunk)
-    events += session.finish()
-    partials = [e for e in events if e.type == "partial"]
-    finals = [e for e in events if e.type == "final"]
-    assert partials and len(finals) == 1
-    assert len(partials[-1].text) <= len(finals[0].text)
+    # Greedy decoding only ever appends to its best path, so each partial starts the next one and the final
+    # (a beam search may revise its partials).
+    events = transcribe_array(recognizer.with_options(beam=0), digits_audio[0], 16000, 2560)
+    partials = [e.text for e in events if e.type == "partial"]
+    finals = [e.text for e in events if e.type == "final"]
+    assert len(partials) >= 3 and len(finals) == 1
+    for before, after in zip(partials, partials[1:]):
+        assert after.startswith(before) and after != before, (before, after)  # a partial is sent when it changes
+    assert finals[0].startswith(partials[-1]), (partials[-1], finals[0])

@@ -158,7 +158,7 @@ def test_a_consumer_that_falls_behind_loses_counted_blocks_not_the_stream(vmic):
     """The callback never waits on a full queue: it drops the block and counts it, and capture goes on."""
     code = (
         "import time\n"
-        "from stream.microphone import Microphone, find_device\n"
+        "from stream.live.microphone import Microphone, find_device\n"
         "mic = Microphone(find_device('pulse'), block_seconds=0.02, queue_seconds=0.2).start()\n"
         "time.sleep(1.0)\n"  # a recognizer that stalls for a second
         "kept = len(mic.read_ready())\n"

@@ -14,8 +14,8 @@ from conftest import FSDD
 
 ray = pytest.importorskip("ray")
 
-from models.audio import AudioError  # noqa: E402
-from stream.actors import RayRecognizer, StreamExpired  # noqa: E402
+from models.errors import InputError  # noqa: E402
+from stream.distributed.session import RayRecognizer, StreamExpired  # noqa: E402
 from stream.ingest import Ingest  # noqa: E402
 
 
@@ -123,7 +123,7 @@ def test_bad_input_fails_only_its_own_stream(ray_rec, recognizer):
     def run(name, rate, pieces, channels=None):
         try:
             results[name] = _feed(ray_rec, rate, pieces, channels, start)
-        except AudioError as e:
+        except InputError as e:
             errors[name] = str(e)
 
     bad_channels = [np.zeros((1600, 3), np.float32)] * 4  # opened as stereo, sends three channels

@@ -10,6 +10,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from conftest import DATA, FSDD, chunked
+from models.frontend import extract
 
 CHUNKINGS = st.lists(st.integers(min_value=1, max_value=6000), min_size=1, max_size=12)
 SETTINGS = settings(max_examples=20, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
@@ -21,9 +22,10 @@ def _arctic() -> tuple[np.ndarray, int]:
 
 
 def _frontend_frames(recognizer, audio, rate, sizes):
-    fe = recognizer.frontend(rate)
-    parts = [fe.accept(c) for c in chunked(audio, sizes)] + [fe.accept(np.zeros(0, np.float32), last=True)]
-    return torch.cat(parts)
+    extractor = recognizer.extractor
+    fe = extractor.open(rate)
+    cuts = [fe.cut(c) for c in chunked(audio, sizes)] + [fe.cut(np.zeros(0, np.float32), last=True)]
+    return torch.cat([extract(extractor, [fe], [cut])[0] for cut in cuts])
 
 
 @SETTINGS
@@ -38,30 +40,22 @@ def test_features_match_whole_file_for_any_chunking(recognizer, sizes):
 
 
 def _run(recognizer, audio, rate, sizes):
+    """A session's events, and every log-probability its model call gave it."""
     session = recognizer.session(rate)
     events, log_probs = [], []
-    forward = session.recognizer.forward
+    batcher = session.pipeline.model.batcher
+    step = batcher.step
 
-    def recording_forward(frames, state):
-        lp, state = forward(frames, state)
-        log_probs.append(lp)
-        return lp, state
+    def recording_step(inputs):
+        out = step(inputs)
+        log_probs.extend(out.values())
+        return out
 
-    session.recognizer = _Proxy(session.recognizer, forward=recording_forward)
+    batcher.step = recording_step
     for chunk in chunked(audio, sizes):
         events += session.accept(chunk)
     events += session.finish()
     return events, torch.cat(log_probs) if log_probs else torch.zeros(0)
-
-
-class _Proxy:
-    """The recognizer with one method replaced, to observe the model outputs of a session."""
-
-    def __init__(self, inner, **overrides):
-        self._inner, self._overrides = inner, overrides
-
-    def __getattr__(self, name):
-        return self._overrides.get(name) or getattr(self._inner, name)
 
 
 def _finals(events):
@@ -116,7 +110,7 @@ def test_tiny_chunks_and_samples_one_by_one(recognizer, digits_audio, chunk):
 def test_tail_padding_reads_words_cut_tight_at_the_end(recognizer, monkeypatch):
     # A unidirectional model emits a word after hearing it: FSDD clips end right after the word, and without the
     # front end's tail padding many read as nothing.
-    import stream.pipeline
+    import models.features
 
     from tools.digits_data import DIGIT_WORDS, fsdd_clips
 
@@ -133,7 +127,7 @@ def test_tail_padding_reads_words_cut_tight_at_the_end(recognizer, monkeypatch):
         return n
 
     padded = right()
-    monkeypatch.setattr(stream.pipeline, "TAIL_SECONDS", 0.0)
+    monkeypatch.setattr(models.features, "TAIL_SECONDS", 0.0)
     assert padded >= right() + 8
 
 

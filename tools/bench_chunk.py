@@ -20,8 +20,8 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from stream.batcher import SequenceBatcher  # noqa: E402
-from stream.pipeline import accept_many  # noqa: E402
+from stream.messages import Chunk  # noqa: E402
+from stream.pipeline import PipelineSpec  # noqa: E402
 from stream.session import Recognizer  # noqa: E402
 from tools.digits_data import connected_utterance, fsdd_clips  # noqa: E402
 
@@ -58,41 +58,24 @@ def _percentiles(times: list[float]) -> dict:
     return {"median_ms": round(float(np.median(ms)), 3), "p95_ms": round(float(np.percentile(ms, 95)), 3)}
 
 
-def one_stream(recognizer: Recognizer, audio: np.ndarray, rate: int) -> dict:
-    size = rate * CHUNK_MS // 1000
-    fe, be, state = recognizer.frontend(rate), recognizer.backend(), None
-    totals, model = [], []
-    for i in range(0, len(audio) - size + 1, size):
-        t0 = time.perf_counter()
-        frames = fe.accept(audio[i : i + size])
-        t1 = time.perf_counter()
-        log_probs, state = recognizer.forward(frames, state)
-        t2 = time.perf_counter()
-        be.accept(log_probs)
-        totals.append(time.perf_counter() - t0)
-        model.append(t2 - t1)
-    return {"chunk": _percentiles(totals), "model": _percentiles(model), "chunks": len(totals)}
-
-
-def batched(recognizer: Recognizer, audios: list[np.ndarray], rate: int) -> dict:
+def ticks(recognizer: Recognizer, audios: list[np.ndarray], rate: int) -> dict:
+    """Every stream's next 160 ms chunk per tick through the stages of a LocalPipeline (what a Session does with
+    one stream), each stage timed: features (one log-mel call), model (one batched LSTM call), decoding."""
     size = rate * CHUNK_MS // 1000
     n = len(audios)
-    batcher = SequenceBatcher(recognizer.model, slots=n)
-    fes = [recognizer.frontend(rate) for _ in range(n)]
-    bes = [recognizer.backend() for _ in range(n)]
-    for k in range(n):
-        batcher.start(k)
+    pipeline = recognizer.pipeline(PipelineSpec(slots=n))
     feat_t, model_t, dec_t = [], [], []
-    ticks = min(len(a) for a in audios) // size
-    for tick in range(ticks):
+    count = min(len(a) for a in audios) // size
+    for tick in range(count):
+        chunks = {k: Chunk(a[tick * size : (tick + 1) * size], rate=rate if tick == 0 else None) for k, a in enumerate(audios)}
         t0 = time.perf_counter()
-        chunk_frames = accept_many(fes, [a[tick * size : (tick + 1) * size] for a in audios])
-        frames = dict(enumerate(chunk_frames))
+        frames = pipeline.features.process(chunks)
         t1 = time.perf_counter()
-        log_probs = batcher.step(frames)
+        request = pipeline.model.submit(frames)
+        pipeline.model.tick()
+        probs = pipeline.model.result(request)
         t2 = time.perf_counter()
-        for k in range(n):
-            bes[k].accept(log_probs[k])
+        pipeline.decoder.process(probs)
         t3 = time.perf_counter()
         feat_t.append(t1 - t0)
         model_t.append(t2 - t1)
@@ -104,7 +87,7 @@ def batched(recognizer: Recognizer, audios: list[np.ndarray], rate: int) -> dict
         "features": _percentiles(feat_t),
         "model": _percentiles(model_t),
         "decoding": _percentiles(dec_t),
-        "ticks": ticks,
+        "ticks": count,
         "realtime_streams_per_core": round(n * CHUNK_MS / 1000 / float(np.median(total)), 1),
     }
 
@@ -124,8 +107,8 @@ def main(argv: list[str] | None = None) -> None:
     audios = _audio(args.streams, rate)
     steps_per_second = 1 / recognizer.step_seconds
     model_flops = recognizer.model.flops_per_step() * steps_per_second
-    single = one_stream(recognizer, audios[0], rate)
-    many = batched(recognizer, audios, rate)
+    single = ticks(recognizer, audios[:1], rate)
+    many = ticks(recognizer, audios, rate)
     peak = matmul_gflops()
     steps_per_tick = CHUNK_MS / 1000 * steps_per_second
     achieved = args.streams * steps_per_tick * recognizer.model.flops_per_step() / (many["model"]["median_ms"] / 1000) / 1e9

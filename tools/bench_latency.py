@@ -1,6 +1,6 @@
 """Live latency through the real capture path: PulseAudio null sink -> ALSA `pulse` -> PortAudio -> listen loop.
 
-For each recording, the listen loop (`stream.listen.run`, the same code as `rnnstream listen`) hears
+For each recording, the listen loop (`stream.live.listen.run`, the same code as `rnnstream listen`) hears
 it from the virtual microphone while we note when every captured block reached the callback and
 when every event came out. Speech onset and end are found in the *captured* signal (10 ms frames
 above -40 dBFS), and a sample's time is its block's arrival time minus the samples after it in
@@ -30,9 +30,9 @@ import soundfile as sf
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from stream.listen import run  # noqa: E402
-from stream.microphone import Microphone, find_device  # noqa: E402
-from stream.pipeline import Event  # noqa: E402
+from stream.live.listen import run  # noqa: E402
+from stream.live.microphone import Microphone, find_device  # noqa: E402
+from stream.backend import Event  # noqa: E402
 from tools.digits_data import connected_utterance, fsdd_clips  # noqa: E402
 from tools.virtual_mic import VirtualMicrophone  # noqa: E402
 
@@ -155,9 +155,9 @@ def main(argv: list[str] | None = None) -> int:
         local = local.with_options(beam=args.beam)
     print(f"decoding: {local.options}", flush=True)
     if args.ray:
-        from stream.actors import RayRecognizer
+        from stream.distributed.session import RayRecognizer
 
-        recognizer = RayRecognizer.connect(model=args.model, address=None, options=local.options)
+        recognizer = RayRecognizer.connect(args.model, options=local.options, checkpoint=local.checkpoint)
     else:
         recognizer = local
     results: list[Result] = []
@@ -176,8 +176,7 @@ def main(argv: list[str] | None = None) -> int:
             lost = mic.stats.problems() or "none lost"
             line = f"{path.name}  first partial {_ms(partial)} ms  final {_ms(final)} ms  [{lost}]"
             print(f"{line}  {truth!r} -> {text!r}", flush=True)
-    if args.ray:
-        recognizer.close()
+    recognizer.close()
     print()
     partials = [r.onset_to_partial for r in results if r.onset_to_partial is not None]
     finals = [r.end_to_final for r in results if r.end_to_final is not None]

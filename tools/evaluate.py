@@ -25,9 +25,9 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from stream.pipeline import Event  # noqa: E402
+from stream.backend import Event  # noqa: E402
 from stream.session import Recognizer  # noqa: E402
-from stream.transcribe import transcribe_file  # noqa: E402
+from stream.transcribe import transcribe_array, transcribe_file  # noqa: E402
 from tools.data import load_audio, read_manifest  # noqa: E402
 from tools.scoring import score  # noqa: E402
 
@@ -64,10 +64,7 @@ def evaluate(
 
 def _stream(recognizer: Recognizer, audio: np.ndarray, rate: int, chunk_ms: int) -> list[Event]:
     """All events of one session fed `audio` in `chunk_ms` chunks, then finished."""
-    session, events, size = recognizer.session(rate), [], max(1, rate * chunk_ms // 1000)
-    for i in range(0, len(audio), size):
-        events += session.accept(audio[i : i + size])
-    return events + session.finish()
+    return transcribe_array(recognizer, audio, rate, max(1, rate * chunk_ms // 1000))
 
 
 def _transcribe_led(recognizer: Recognizer, path: str, lead_s: float, chunk_ms: int) -> tuple[str, float]:

@@ -1,9 +1,12 @@
-"""`rnnstream bench`: concurrent real-time streams and offline throughput, on Ray or in one process.
+"""Pipeline benchmarks: concurrent real-time streams and offline throughput, on Ray or in one process.
 
-`bench streams` replays real audio as N live streams, each fed at 1x speed in 160 ms chunks with
+    python -m tools.bench_pipeline streams DIR [--streams N] [--seconds S] [--in-process]
+    python -m tools.bench_pipeline offline INPUTS... [--in-process]
+
+`streams` replays real audio as N live streams, each fed at 1x speed in 160 ms chunks with
 staggered starts, and measures each chunk's latency: from the moment its last sample "arrived" to
-the moment the pipeline's events for it are back at the ingest (tick wait included). `bench offline`
-times `batch` from files read to JSON written. `--in-process` runs the very same stages in this process,
+the moment the pipeline's events for it are back at the ingest (tick wait included). `offline`
+times `rnnstream batch` from files read to JSON written. `--in-process` runs the very same stages in this process,
 so the cost (or gain) of Ray is a measured ratio. Each prints one JSON summary line last.
 """
 
@@ -19,14 +22,20 @@ from pathlib import Path
 
 import numpy as np
 
+from stream.batch.driver import BatchOptions, cpu_times, run_batch
+from stream.batch.inputs import expand_inputs
+from stream.cli import add_model_args, checkpoint_and_options, positive_int
+from stream.distributed.cluster import start_pipeline
+from stream.ingest import Ingest
+from stream.pipeline import PipelineSpec
+from stream.session import Recognizer
+
 
 def _tape(inputs: list[str], max_files: int = 400, pause: float = 1.5, seed: int = 0) -> tuple[np.ndarray, int]:
     """What every stream replays: the inputs' audio (most common rate, mono) as utterances of 3-8 clips
     with short gaps, separated by `pause` seconds of silence, so endpointing closes each utterance as in
     dictation or a call (a stream that never pauses keeps one 20 s utterance open: see BENCHMARKS.md)."""
     import soundfile as sf
-
-    from .batch import expand_inputs
 
     paths = expand_inputs(inputs).paths[:max_files]
     clips: dict[int, list[np.ndarray]] = {}
@@ -50,32 +59,30 @@ def _tape(inputs: list[str], max_files: int = 400, pause: float = 1.5, seed: int
     return (np.clip(tape, -1, 1) * 32767).astype(np.int16), rate
 
 
+def _spec(args: argparse.Namespace) -> PipelineSpec:
+    _, options = checkpoint_and_options(args)
+    return PipelineSpec(device=args.compute_device, options=options, decoders=args.decoders)
+
+
 def _pipeline(args: argparse.Namespace):
     """(pipeline, close) for Ray on this node or for one process."""
-    from .actors import RayPipeline, checkpoint_bytes, init_ray
-    from .batch import decode_options
-    from .stages import LocalPipeline, PipelineSpec
+    import torch
 
-    spec = PipelineSpec(device=args.compute_device, options=decode_options(args), decoders=args.decoders)
+    spec = _spec(args)
     if args.in_process:
-        return LocalPipeline.load(args.model, spec, args.compute_device or "cpu", args.threads), lambda: None
-    import ray
-
-    started = init_ray(args.address)
-    pipeline = RayPipeline(spec, ray.put(checkpoint_bytes(args.model)), ray.get_runtime_context().get_node_id())
-    pipeline.wait_ready()
+        torch.set_num_threads(args.threads)
+        recognizer = Recognizer.load(args.model, args.compute_device or "cpu", spec.options, spec.endpoint)
+        return recognizer.pipeline(spec), lambda: None
+    cluster, pipeline = start_pipeline(args.model, spec, args.address)
 
     def close() -> None:
         pipeline.close()
-        if started:
-            ray.shutdown()
+        cluster.close()
 
     return pipeline, close
 
 
 def _cpu(pids: list[int]) -> np.ndarray:
-    from .batch import cpu_times
-
     return np.array(cpu_times(pids))
 
 
@@ -86,15 +93,13 @@ def _histogram(ms: np.ndarray, edges=(50, 100, 150, 200, 300, 500, 1000)) -> dic
     return {n: round(float(c), 4) for n, c in zip(names, counts)}
 
 
-def _roles(pipeline) -> list[str]:
-    if not hasattr(pipeline, "decoders"):
+def _roles(args: argparse.Namespace) -> list[str]:
+    if args.in_process:
         return ["process"]
-    return ["driver", "features", "model", *(f"decoder{i}" for i in range(len(pipeline.decoders)))]
+    return ["driver", "features", "model", *(f"decoder{i}" for i in range(args.decoders))]
 
 
 def bench_streams(args: argparse.Namespace) -> dict:
-    from .ingest import Ingest
-
     tape, rate = _tape(args.inputs, pause=args.pause)
     n, chunk_s, tick_s = args.streams, args.chunk_ms / 1000, args.tick_ms / 1000
     size = int(round(chunk_s * rate))
@@ -103,7 +108,7 @@ def bench_streams(args: argparse.Namespace) -> dict:
     tape2 = np.concatenate([tape, tape[: size * (chunks_per_stream + 1)]])
 
     pipeline, close = _pipeline(args)
-    pids = [os.getpid(), *(pipeline.pids() if hasattr(pipeline, "pids") else [])]
+    pids = [os.getpid(), *pipeline.pids()]
     cpu = _cpu(pids)
     ingest = Ingest(pipeline, min_chunk=min(0.1, chunk_s), max_chunk=max(chunk_s, 0.1), window=args.window, track_latency=True)
     keys = [ingest.open(rate) for _ in range(n)]
@@ -161,16 +166,13 @@ def bench_streams(args: argparse.Namespace) -> dict:
         "driver_cpu_seconds": round(time.process_time() - cpu0, 2),
         "cpu_seconds": round(cpu.sum(), 2),  # driver and actors: what the work costs, whatever else runs
         "cpu_rtfx": round(n * chunks_per_stream * chunk_s / cpu.sum(), 1),
-        "cpu_by_process": dict(zip(_roles(pipeline), np.round(cpu, 2).tolist())),
+        "cpu_by_process": dict(zip(_roles(args), np.round(cpu, 2).tolist())),
         "load_avg": round(os.getloadavg()[0], 2),
     }
 
 
 def bench_offline(args: argparse.Namespace) -> dict:
-    from .batch import BatchOptions, decode_options, run_batch
-    from .stages import PipelineSpec
-
-    spec = PipelineSpec(device=args.compute_device, options=decode_options(args), decoders=args.decoders)
+    spec = _spec(args)
     opts = BatchOptions(
         address=args.address, workers=args.workers, streams=args.streams, chunk_seconds=args.chunk_seconds,
         in_process=args.in_process, threads=args.threads, progress=False,
@@ -196,41 +198,46 @@ def bench_offline(args: argparse.Namespace) -> dict:
     }
 
 
-def add_bench_parser(sub) -> None:
-    p = sub.add_parser("bench", help="benchmarks: concurrent real-time streams, offline throughput")
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     kinds = p.add_subparsers(dest="bench", required=True)
 
     def common(q: argparse.ArgumentParser) -> None:
         q.add_argument("inputs", nargs="+", metavar="INPUT", help="audio files, directories, globs or manifests")
-        from .cli import _add_model_args
-
-        _add_model_args(q)
+        add_model_args(q)
         q.add_argument("--address", help="an existing Ray cluster; default: start Ray on this machine")
         q.add_argument("--in-process", action="store_true", help="the same stages in this process, without Ray")
-        q.add_argument("--threads", type=int, default=1, help="torch threads with --in-process (default 1)")
-        q.add_argument("--decoders", type=int, default=2, help="decoder actors per pipeline (default 2)")
+        q.add_argument("--threads", type=positive_int, default=1, help="torch threads with --in-process (default 1)")
+        q.add_argument("--decoders", type=positive_int, default=2, help="decoder actors per pipeline (default 2)")
 
     s = kinds.add_parser("streams", help="N live streams at 1x speed: latency percentiles")
     common(s)
-    s.add_argument("--streams", type=int, default=100)
+    s.add_argument("--streams", type=positive_int, default=100)
     s.add_argument("--seconds", type=float, default=20.0)
-    s.add_argument("--chunk-ms", type=int, default=160)
-    s.add_argument("--tick-ms", type=int, default=40, help="how often the ingest sends a tick")
-    s.add_argument("--window", type=int, default=16, help="ticks in flight at most")
+    s.add_argument("--chunk-ms", type=positive_int, default=160)
+    s.add_argument("--tick-ms", type=positive_int, default=40, help="how often the ingest sends a tick")
+    s.add_argument("--window", type=positive_int, default=16, help="ticks in flight at most")
     s.add_argument("--warmup", type=float, default=2.0, help="seconds of results left out of the percentiles")
     s.add_argument("--budget-ms", type=float, default=300.0)
     s.add_argument("--pause", type=float, default=1.5, help="seconds of silence between the replayed utterances")
-    s.set_defaults(func=lambda a: _print(bench_streams(a)))
+    s.set_defaults(func=bench_streams)
 
     o = kinds.add_parser("offline", help="files through batch (files read to JSON written): seconds of audio per second")
     common(o)
-    o.add_argument("--workers", type=int)
-    o.add_argument("--streams", type=int, default=64)
+    o.add_argument("--workers", type=positive_int)
+    o.add_argument("--streams", type=positive_int, default=64)
     o.add_argument("--chunk-seconds", type=float, default=8.0)
-    o.set_defaults(func=lambda a: _print(bench_offline(a)))
+    o.set_defaults(func=bench_offline)
+    return p
 
 
-def _print(summary: dict) -> int:
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    summary = args.func(args)
     sys.stdout.flush()
     print(json.dumps(summary), flush=True)
     return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

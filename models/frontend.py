@@ -1,0 +1,77 @@
+"""The front-end interface: a modality's raw input (audio samples, pen points) -> model frames, streaming-exact.
+
+A front end has two parts. Its `Extractor` (one per model, shared by every stream) holds the configuration the
+checkpoint saves and does the work worth batching across streams. A `FrontEnd` (one per stream) carries that
+stream's state from chunk to chunk. Invariant of every front end: any split of a stream's input into chunks gives
+the same frames as the whole input at once (the property tests check it).
+
+A tick runs, for the chunks of many streams: `FrontEnd.cut` per stream (cheap: conversion, buffering,
+framing), one `Extractor.transform` over all their cuts, then `FrontEnd.steps` per stream (the whole model steps
+now ready: a multiple of the model's `stack` frames). `extract` is those three. The checkpoint names its front end
+(`FRONT_ENDS`) and stores its config; nothing downstream of the frames knows the modality.
+"""
+
+from __future__ import annotations
+
+import importlib
+from typing import Any, Protocol
+
+import numpy as np
+import torch
+
+# name -> "module:Extractor class"; imported when a checkpoint names it.
+FRONT_ENDS = {"logmel": "models.features:LogMelExtractor"}
+DEFAULT_FRONT_END = "logmel"  # checkpoints from before front ends had names are log-mel audio models
+
+
+class FrontEnd(Protocol):
+    """One stream's carried state."""
+
+    def cut(self, data: np.ndarray, last: bool = False) -> torch.Tensor:
+        """The stream's next input -> raw frames for `Extractor.transform`; `last` ends the stream."""
+        ...
+
+    def steps(self, frames: torch.Tensor) -> torch.Tensor:
+        """Transformed frames -> the model steps now complete, [steps * stack, dim]; the rest waits."""
+        ...
+
+
+class Extractor(Protocol):
+    """What every stream of a model shares."""
+
+    config: Any  # a frozen dataclass with to_dict(): saved in the checkpoint
+    dim: int  # values per frame
+    rate: int  # the input's default rate: samples (audio) or points (pen) per second
+    frame_seconds: float  # input seconds per frame
+    tail_steps: int  # model steps a stream's end adds after its input (the back end keeps times inside the input)
+
+    def open(self, rate: int | None = None, channels: int | None = None) -> FrontEnd:
+        """A new stream at `rate` (None: `self.rate`) with `channels` values per sample (None: any)."""
+        ...
+
+    def transform(self, cuts: list[torch.Tensor]) -> list[torch.Tensor]:
+        """Many streams' cuts at once -> their frames, in order."""
+        ...
+
+
+def extractor_class(name: str) -> type:
+    if name not in FRONT_ENDS:
+        raise ValueError(f"unknown front end {name!r} (known: {', '.join(sorted(FRONT_ENDS))})")
+    module, cls = FRONT_ENDS[name].split(":")
+    return getattr(importlib.import_module(module), cls)
+
+
+def make_extractor(name: str, config: Any, stack: int) -> Extractor:
+    """The named front end for a model that steps `stack` frames at a time; `config` its dataclass or a dict."""
+    cls = extractor_class(name)
+    if isinstance(config, dict):
+        config = cls.Config(**config)
+    return cls(config, stack)
+
+
+@torch.no_grad()
+def extract(extractor: Extractor, fronts: list[FrontEnd], cuts: list[torch.Tensor]) -> list[torch.Tensor]:
+    """The shared transform over many streams' cuts, then each stream's whole steps."""
+    if not fronts:
+        return []
+    return [front.steps(frames) for front, frames in zip(fronts, extractor.transform(cuts))]

@@ -1,0 +1,106 @@
+"""The per-stream stage after the acoustic model: log-probabilities -> partial and final events.
+
+BackEnd keeps its own carry-over state (the decoder's hypothesis, the endpoint counters), and decides endpoints
+per model step, never per chunk, so any chunking of the same input gives the same events.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import asdict, dataclass, field, replace
+
+import torch
+
+from models.decoding import DecodeOptions, Hypothesis, Word, make_decoder
+from models.tokens import Tokenizer
+
+
+@dataclass(frozen=True)
+class EndpointConfig:
+    """Trailing-silence rules after sherpa-onnx: an utterance ends when any rule fires."""
+
+    enabled: bool = True
+    silence_without_speech: float = 2.4  # rule 1: seconds of silence, even if nothing was decoded
+    silence_after_speech: float = 1.2  # rule 2: seconds of silence after some speech
+    max_utterance: float = 20.0  # rule 3: seconds, whatever was decoded
+
+
+@dataclass(frozen=True)
+class Event:
+    type: str  # "partial" | "final"
+    text: str
+    start: float
+    end: float
+    words: list[Word] = field(default_factory=list)
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+class BackEnd:
+    """Log-probabilities -> events, with step-exact endpointing so segments never depend on chunking.
+
+    `tail_steps`: the steps the front end adds after the input's end; the last words' times stay before them.
+    """
+
+    def __init__(
+        self, tokenizer: Tokenizer, step_seconds: float, options: DecodeOptions, endpoint: EndpointConfig, tail_steps: int = 0
+    ):
+        self.tokenizer = tokenizer
+        self.step_seconds = step_seconds
+        self.endpoint = endpoint
+        self.tail_steps = tail_steps
+        self.decoder = make_decoder(tokenizer, step_seconds, options)
+        self.steps = 0  # absolute model steps consumed
+        self._utterance_start = 0
+        self._silence = 0  # trailing silent steps
+        self._speech = False
+        self._last_partial = ""
+        limits = (endpoint.silence_without_speech, endpoint.silence_after_speech, endpoint.max_utterance)
+        self._rule1, self._rule2, self._rule3 = (round(s / step_seconds) for s in limits)
+
+    def accept(self, log_probs: torch.Tensor) -> list[Event]:
+        """log_probs [steps, n_tokens] of this stream, in order."""
+        events: list[Event] = []
+        begin = 0
+        silent = (log_probs.argmax(-1) <= self.tokenizer.boundary).tolist()  # blank or word boundary
+        for t, is_silent in enumerate(silent):
+            self._silence = self._silence + 1 if is_silent else 0
+            self._speech = self._speech or not is_silent
+            if self._endpoint_at(self.steps + t):
+                self.decoder.accept(log_probs[begin : t + 1], self.steps + begin)
+                events += self._final(next_start=self.steps + t + 1)
+                begin = t + 1
+        self.decoder.accept(log_probs[begin:], self.steps + begin)
+        self.steps += len(log_probs)
+        partial = self.decoder.partial()
+        if partial.text != self._last_partial:
+            self._last_partial = partial.text
+            if partial.text:
+                events.append(_event("partial", partial))
+        return events
+
+    def finish(self) -> list[Event]:
+        """Close the stream's last utterance; its times end where the caller's input did (before the padding)."""
+        end = (self.steps - self.tail_steps) * self.step_seconds
+        return self._final(next_start=self.steps, end=round(end, 3))
+
+    def _endpoint_at(self, step: int) -> bool:
+        if not self.endpoint.enabled:
+            return False
+        length = step + 1 - self._utterance_start
+        return (
+            self._silence >= self._rule1
+            or (self._speech and self._silence >= self._rule2)
+            or length >= self._rule3
+        )
+
+    def _final(self, next_start: int, end: float = math.inf) -> list[Event]:
+        hyp = self.decoder.finish()
+        hyp.words = [replace(w, start=min(w.start, end), end=min(w.end, end)) for w in hyp.words]
+        self._utterance_start, self._silence, self._speech, self._last_partial = next_start, 0, False, ""
+        return [_event("final", hyp)] if hyp.text else []
+
+
+def _event(kind: str, hyp: Hypothesis) -> Event:
+    return Event(kind, hyp.text, hyp.words[0].start, hyp.words[-1].end, list(hyp.words))

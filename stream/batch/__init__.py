@@ -1,0 +1,1 @@
+"""`rnnstream batch`: what to read (`inputs`), where results go (`sinks`), the resumable run (`driver`)."""

@@ -1,0 +1,361 @@
+"""`rnnstream batch`: many files through pipelines, resumable, every input in the output exactly once.
+
+Files are just streams: the driver reads each in large chunks and sends, per tick, one chunk of every
+file in flight to a pipeline (features, model, decoder actors on one node, or the same stages in this process),
+so many files share each batched LSTM call. Only the driver writes the output, one flushed record per finished
+file, so a rerun after a crash skips what is already there. A pipeline whose node dies loses only unwritten
+files: they are sent again, from the start, to the pipelines that remain.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+import time
+from collections import deque
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import IO
+
+import numpy as np
+
+from models.audio import AudioError, audio_info, read_blocks
+from models.checkpoint import DEFAULT_MODEL
+from models.errors import one_line
+
+from ..errors import report
+from ..ingest import Ingest, PipelineFailed
+from ..pipeline import Pipeline, PipelineSpec
+from ..transcribe import Transcript
+from .inputs import expand_inputs
+from .sinks import open_sink
+
+
+# ---------------------------------------------------------------------------------------------
+# Workers: one pipeline each, fed by the driver.
+
+
+@dataclass
+class _File:
+    path: str
+    duration: float
+    blocks: Iterator[np.ndarray]
+    error: str | None = None
+    attempts: int = 1
+
+
+class Worker:
+    """One pipeline and the files it is transcribing; the driver reads them chunk by chunk into its ingest."""
+
+    def __init__(self, pipeline: Pipeline, streams: int = 64, chunk_seconds: float = 8.0, window: int = 2):
+        self.pipeline = pipeline
+        self.streams = streams
+        self.chunk_seconds = chunk_seconds
+        self.ingest = Ingest(pipeline, min_chunk=0.1, max_chunk=chunk_seconds, window=window)
+        self.files: dict = {}  # stream key -> _File
+
+    @property
+    def full(self) -> bool:
+        return len(self.files) >= self.streams
+
+    def add(self, path: str, attempts: int = 1) -> str | None:
+        """Start a file; -> the reason it cannot be read, if so."""
+        try:
+            rate, channels, duration = audio_info(path)
+            key = self.ingest.open(rate, channels)
+        except AudioError as e:
+            return str(e)
+        blocks = read_blocks(path, block_frames=max(1, int(self.chunk_seconds * rate)))
+        self.files[key] = _File(path, duration, blocks, attempts=attempts)
+        return None
+
+    def feed(self) -> bool:
+        """Read the next chunk of every file whose previous one has gone out, and send a tick if the window has room."""
+        ingest = self.ingest
+        if not ingest.has_room:
+            return False
+        for key, f in self.files.items():
+            s = ingest.status(key)
+            if s.finishing or s.done or s.ready:  # (a short last block waits for the end of file)
+                continue
+            try:
+                ingest.push(key, next(f.blocks))
+            except StopIteration:
+                ingest.finish(key)
+            except AudioError as e:  # truncated mid-file: close the stream, report the file
+                f.error = str(e)
+                ingest.finish(key)
+        try:
+            return ingest.submit(block=False)
+        except PipelineFailed:  # the fleet sees it on its next collect
+            return False
+
+    def harvest(self) -> list[tuple[_File, Transcript | None]]:
+        """Files whose stream is over: (file, transcript), or (file with .error, None)."""
+        out = []
+        for key in [k for k in self.files if self.ingest.status(k).over]:
+            f = self.files.pop(key)
+            events, status = self.ingest.take(key)
+            f.error = f.error or status.error
+            out.append((f, None if f.error else Transcript.from_events(f.path, f.duration, events)))
+        return out
+
+    def abandon(self) -> list[_File]:
+        """The files a dead pipeline had not finished: to be started again elsewhere."""
+        def lost(status) -> bool:
+            return status is None or status.lost or not status.done
+
+        return [self.files.pop(k) for k in [k for k in self.files if lost(self.ingest.status(k))]]
+
+
+# ---------------------------------------------------------------------------------------------
+# The run
+
+
+@dataclass(frozen=True)
+class BatchOptions:
+    fmt: str = "jsonl"
+    address: str | None = None  # an existing Ray cluster; None: a local Ray on this machine
+    workers: int | None = None  # pipelines; None: one per node
+    streams: int = 64  # files in flight per pipeline
+    chunk_seconds: float = 8.0
+    window: int = 2  # ticks in flight per pipeline
+    in_process: bool = False  # no Ray: the same stages in this process (the baseline)
+    threads: int = 1  # torch threads with in_process (more threads fight over 2 cores)
+    progress: bool = True
+    max_attempts: int = 3  # a file is retried on another worker this many times at most
+
+
+@dataclass
+class BatchSummary:
+    files: int = 0  # inputs named by this run
+    skipped: int = 0  # already in the output
+    transcribed: int = 0
+    failed: int = 0
+    resubmitted: int = 0  # files restarted after their worker died
+    audio_seconds: float = 0.0
+    wall_seconds: float = 0.0
+    per_worker: dict = field(default_factory=dict)  # node id -> files transcribed there
+    cpu_seconds: float = 0.0  # CPU time of this process and the workers' actors on this machine
+
+    @property
+    def rtfx(self) -> float:
+        return self.audio_seconds / self.wall_seconds if self.wall_seconds else 0.0
+
+
+def run_batch(
+    inputs: list[str],
+    output: str | Path,
+    model: str | Path = DEFAULT_MODEL,
+    opts: BatchOptions = BatchOptions(),
+    spec: PipelineSpec = PipelineSpec(),
+    on_file: Callable[[BatchSummary], None] | None = None,
+    errors: IO[str] | None = sys.stderr,
+) -> BatchSummary:
+    """Transcribe every input not yet in `output`; `on_file` is called after each record is written."""
+    run = _Run(open_sink(output, opts.fmt), errors, on_file)
+    try:
+        todo = run.plan(inputs)
+        if todo:
+            fleet = _Fleet(model, spec, opts)
+            try:
+                fleet.start()
+                run.loop(fleet, todo, opts.max_attempts, opts.progress)
+            finally:
+                run.summary.cpu_seconds = fleet.cpu_seconds()
+                fleet.close()
+    finally:
+        run.close()
+    return run.summary
+
+
+class _Run:
+    """One run's output and counts: every input is recorded once, whatever happens on the way."""
+
+    def __init__(self, sink, errors: IO[str] | None, on_file: Callable[[BatchSummary], None] | None):
+        self.sink, self.errors, self.on_file = sink, errors, on_file
+        self.summary = BatchSummary()
+        self.bar = None
+        self.t0 = time.monotonic()
+
+    def plan(self, inputs: list[str]) -> deque[tuple[str, int]]:
+        """The inputs still to do, as (path, attempt); inputs that name nothing are recorded as errors."""
+        expanded = expand_inputs(inputs)
+        self.summary.files = len(expanded.paths) + len(expanded.errors)
+        todo: deque[tuple[str, int]] = deque()
+        for path in expanded.paths:
+            if os.path.abspath(path) in self.sink.done:
+                self.summary.skipped += 1
+            else:
+                todo.append((path, 1))
+        for item, why in expanded.errors.items():
+            if os.path.abspath(item) in self.sink.done:
+                self.summary.skipped += 1
+            else:
+                self.record(item, None, why)
+        return todo
+
+    def loop(self, fleet: _Fleet, todo: deque[tuple[str, int]], max_attempts: int, progress: bool) -> None:
+        self.bar, self.t0 = _progress(len(todo), progress), time.monotonic()
+        fleet.cpu_seconds()  # from here
+        while todo or fleet.busy():
+            for worker in fleet.workers:
+                while todo and not worker.full:
+                    path, attempts = todo.popleft()
+                    why = worker.add(path, attempts)
+                    if why:
+                        self.record(path, None, why)
+                while worker.files and worker.feed():
+                    pass
+            fleet.wait()
+            for f in fleet.collect():
+                if f.attempts >= max_attempts:
+                    self.record(f.path, None, f"{f.path}: failed on {f.attempts} workers")
+                else:
+                    todo.appendleft((f.path, f.attempts + 1))
+                    self.summary.resubmitted += 1
+            for worker in fleet.workers + fleet.dead:  # (a dead worker's finished files still count)
+                for f, transcript in worker.harvest():
+                    if transcript is not None:
+                        node = worker.pipeline.node_id
+                        self.summary.audio_seconds += f.duration
+                        self.summary.per_worker[node] = self.summary.per_worker.get(node, 0) + 1
+                    self.summary.wall_seconds = time.monotonic() - self.t0
+                    self.record(f.path, transcript, f.error)
+            fleet.dead.clear()
+
+    def record(self, path: str, transcript: Transcript | None, error: str | None) -> None:
+        if os.path.abspath(path) in self.sink.done:  # exactly once, whatever happened on the way
+            return
+        self.sink.write(path, transcript, error)
+        summary = self.summary
+        if transcript is None:
+            summary.failed += 1
+            if self.errors is not None:
+                report(error, file=self.errors)
+        else:
+            summary.transcribed += 1
+        if self.bar is not None:
+            self.bar.update(1)
+            rtf = 1 / summary.rtfx if summary.rtfx else 0
+            self.bar.set_postfix_str(f"{summary.audio_seconds / 3600:.2f} h audio, RTF {rtf:.4f} ({summary.rtfx:.0f}x)", refresh=False)
+        if self.on_file is not None:
+            self.on_file(summary)
+
+    def close(self) -> None:
+        self.summary.wall_seconds = time.monotonic() - self.t0
+        if self.bar is not None:
+            self.bar.close()
+        self.sink.close()
+
+
+def _progress(total: int, enabled: bool):
+    if not enabled:
+        return None
+    from tqdm import tqdm
+
+    return tqdm(total=total, unit="file", desc="batch", file=sys.stderr, dynamic_ncols=True, mininterval=0.5)
+
+
+def cpu_times(pids: list[int]) -> list[float]:
+    """CPU seconds used so far by each process (0 for one that is gone or on another machine)."""
+    import ray  # noqa: F401  (Ray ships psutil and puts it on the path)
+    import psutil
+
+    out = []
+    for pid in pids:
+        try:
+            out.append(sum(psutil.Process(pid).cpu_times()[:2]))
+        except psutil.Error:
+            out.append(0.0)
+    return out
+
+
+class _Fleet:
+    """The workers: one pipeline per node (or `workers` of them), replaced when a node dies."""
+
+    def __init__(self, model: str | Path, spec: PipelineSpec, opts: BatchOptions):
+        self.model, self.spec, self.opts = model, spec, opts
+        self.workers: list[Worker] = []
+        self.dead: list[Worker] = []
+        self.cluster = None
+        self._respawns = 0
+        self._cpu: dict[int, float] = {}
+
+    def start(self) -> None:
+        if self.opts.in_process:
+            import torch
+
+            from ..session import Recognizer
+
+            torch.set_num_threads(self.opts.threads)
+            recognizer = Recognizer.load(self.model, self.spec.device, self.spec.options, self.spec.endpoint)
+            self.workers = [self._worker(recognizer.pipeline(self.spec))]
+            return
+        from ..distributed.cluster import RayCluster
+
+        self.cluster = RayCluster.start(self.model, self.opts.address)
+        self._spawn(self.opts.workers)
+
+    def _spawn(self, count: int | None) -> None:
+        nodes = self.cluster.nodes()
+        for i in range(count or len(nodes)):
+            try:
+                self.workers.append(self._worker(self.cluster.pipeline(self.spec, nodes[i % len(nodes)])))
+            except Exception as e:
+                report(f"a worker on node {nodes[i % len(nodes)]} did not start ({one_line(e)[:200]})", "warning")
+        if not self.workers:
+            raise RuntimeError("no Ray worker could start")
+
+    def _worker(self, pipeline: Pipeline) -> Worker:
+        return Worker(pipeline, self.opts.streams, self.opts.chunk_seconds, self.opts.window)
+
+    def busy(self) -> bool:
+        return any(w.files for w in self.workers)
+
+    def wait(self, timeout: float = 1.0) -> None:
+        """Until some worker's oldest tick is done (nothing to wait for in process)."""
+        handles = [w.ingest.oldest for w in self.workers if w.ingest.oldest is not None]
+        if handles:
+            self.workers[0].pipeline.wait(handles, timeout)
+        elif self.workers and not self.opts.in_process:
+            time.sleep(0.005)  # new files wait for a model slot
+
+    def collect(self) -> list[_File]:
+        """Deliver finished ticks; -> the files lost with the workers that died."""
+        lost = []
+        for worker in list(self.workers):
+            try:
+                worker.ingest.collect(timeout=0)
+            except PipelineFailed as e:
+                report(f"worker on node {worker.pipeline.node_id} lost ({e}); resubmitting its files", "warning")
+                self.workers.remove(worker)
+                self.dead.append(worker)
+                worker.pipeline.close()
+                lost += worker.abandon()
+        if lost and not self.workers:
+            if self._respawns >= 3:
+                raise RuntimeError("every Ray worker died")
+            self._respawns += 1
+            self._spawn(None)
+        return lost
+
+    def cpu_seconds(self) -> float:
+        """CPU time used by this process and the local actors since the first call."""
+        pids = [os.getpid()]
+        for w in self.workers:
+            try:
+                pids += w.pipeline.pids()
+            except Exception:  # a worker dying right now: its CPU time is not counted
+                pass
+        used = 0.0
+        for pid, now in zip(pids, cpu_times(pids)):
+            used += now - self._cpu.setdefault(pid, now)
+        return used
+
+    def close(self) -> None:
+        for w in self.workers:
+            w.pipeline.close()
+        if self.cluster is not None:
+            self.cluster.close()

@@ -1,0 +1,256 @@
+"""The pipeline on Ray: features, the batched acoustic model and decoding as actors, fed once per tick.
+
+Input enters through an `Ingest` in the process where it arrives (a microphone client, the batch driver, the
+benchmark): one message per tick carries the chunks of all its streams down a chain of actors on one node -
+features (front ends), the acoustic model (a SequenceBatcher; its tick loop merges whatever every producer has
+sent into one batched LSTM call) and decoding (BackEnds). Ray thus costs three messages per tick, not per
+stream, and each actor runs a stage of the in-process core (stream.stages), so a stream gets exactly a
+Session's events.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import tempfile
+from collections.abc import Hashable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import torch
+
+from ..messages import Chunk, Chunks, Frames, Key, Probs, Update
+from ..pipeline import PipelineSpec
+from ..session import Recognizer, default_device
+from ..stages import DecodeStage, FeatureStage, ModelStage
+
+log = logging.getLogger(__name__)
+
+
+def recognizer_from_bytes(spec: PipelineSpec, checkpoint: bytes, device: str | None = "cpu") -> Recognizer:
+    """The checkpoint travels as bytes, so worker nodes need the code but not the model file."""
+    with tempfile.TemporaryDirectory() as tmp:
+        path = Path(tmp) / "model.pt"
+        path.write_bytes(checkpoint)
+        return Recognizer.load(path, device=device, options=spec.options, endpoint=spec.endpoint)
+
+
+class _ActorInfo:
+    """Where an actor runs: its node (placement checks) and process (the benchmark reads its CPU time)."""
+
+    def node(self) -> str:
+        import ray
+
+        return ray.get_runtime_context().get_node_id()
+
+    def pid(self) -> int:
+        return os.getpid()
+
+
+class FeatureActor(_ActorInfo):
+    def __init__(self, spec: PipelineSpec, checkpoint: bytes):
+        torch.set_num_threads(1)  # the stages run side by side on the node's cores
+        self.stage = FeatureStage(recognizer_from_bytes(spec, checkpoint).extractor)
+
+    def process(self, chunks: Chunks) -> Frames:
+        return self.stage.process(chunks)
+
+    def drop(self, reasons: dict[Key, str]) -> None:
+        self.stage.drop(reasons)
+
+
+class DecodeActor(_ActorInfo):
+    def __init__(self, spec: PipelineSpec, checkpoint: bytes, shard: int = 0):
+        torch.set_num_threads(1)
+        self.stage = DecodeStage(recognizer_from_bytes(spec, checkpoint).backend, shard, spec.decoders)
+
+    def process(self, probs: Probs) -> dict[Key, Update]:
+        return self.stage.process(probs)
+
+    def drop(self, reasons: dict[Key, str]) -> None:
+        self.stage.drop(reasons)
+
+
+@dataclass
+class _Order:
+    """One producer's ticks, put back in its order (an async actor may start calls out of order)."""
+
+    next_seq: int = 0
+    waiting: dict = field(default_factory=dict)  # seq -> (frames, future)
+
+
+class ModelActor(_ActorInfo):
+    """Owns the slot-indexed state on its device; a tick loop steps whatever all producers have sent.
+
+    While one LSTM call runs, the next ticks queue up, so the batch grows with the load. Streams idle past the
+    timeout are expired on a timer; the features and decoder actors drop them too.
+    """
+
+    def __init__(self, spec: PipelineSpec, checkpoint: bytes, peers: list):
+        torch.set_num_threads(1)
+        model = recognizer_from_bytes(spec, checkpoint, device=spec.device or default_device()).model
+        self.stage = ModelStage(model, spec.slots, spec.max_slots, spec.idle_timeout)
+        self.peers = peers
+        self.idle_timeout = spec.idle_timeout
+        self._order: dict[Hashable, _Order] = {}
+        self._futures: dict = {}  # request -> the future its producer awaits
+        self._wake: asyncio.Event | None = None
+        self._loop_task: asyncio.Task | None = None
+
+    async def step(self, producer: Hashable, seq: int, frames: Frames) -> Probs:
+        loop = asyncio.get_running_loop()
+        if self._wake is None:
+            self._wake = asyncio.Event()
+            self._loop_task = loop.create_task(self._run())
+        future = loop.create_future()
+        order = self._order.setdefault(producer, _Order())
+        order.waiting[seq] = (frames, future)
+        while order.next_seq in order.waiting:
+            ready, fut = order.waiting.pop(order.next_seq)
+            order.next_seq += 1
+            self._futures[self.stage.submit(ready, producer)] = fut
+        self._wake.set()
+        return await future
+
+    async def _run(self) -> None:
+        period = self.idle_timeout / 4 if self.idle_timeout else None
+        while True:
+            try:
+                await asyncio.wait_for(self._wake.wait(), period)
+            except asyncio.TimeoutError:
+                pass
+            self._wake.clear()
+            await asyncio.sleep(0)  # let calls that have already arrived join this tick
+            try:
+                done = self.stage.tick()
+                expired = self.stage.expire()
+            except Exception as e:  # a bug, not bad input: fail the waiting ticks rather than hang them
+                log.exception("model tick failed")
+                for fut in self._futures.values():
+                    fut.set_exception(e)
+                self._futures.clear()
+                continue
+            for req in done:
+                self._futures.pop(req).set_result(self.stage.result(req))
+            if expired:
+                for peer in self.peers:
+                    peer.drop.remote(expired)
+            if self.stage.pending:
+                if not done:
+                    await asyncio.sleep(0.005)  # every slot taken: wait for one to free
+                self._wake.set()
+
+    async def reserve(self, keys: list) -> list:
+        return self.stage.reserve(keys)
+
+    async def stats(self) -> dict:
+        return self.stage.stats()
+
+    async def stop(self) -> None:
+        """End the tick loop before the actor goes (a killed actor with a pending task logs 'Task was destroyed')."""
+        if self._loop_task is not None:
+            self._loop_task.cancel()
+            await asyncio.gather(self._loop_task, return_exceptions=True)
+            self._loop_task = None
+
+
+_REMOTE: dict[type, object] = {}
+
+
+def _remote(cls: type):
+    """Ray actor classes, made once per process (and only when Ray is used)."""
+    if cls not in _REMOTE:
+        import ray
+
+        _REMOTE[cls] = ray.remote(cls)
+    return _REMOTE[cls]
+
+
+class RayPipeline:
+    """A features actor, a model actor and `spec.decoders` decoder actors on one node; `submit` chains them
+    for one tick (the decoders each take their share of the tick's streams). A `Pipeline`."""
+
+    def __init__(self, spec: PipelineSpec, checkpoint, node_id: str | None = None):
+        from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
+
+        opts: dict = {"num_cpus": 0, "max_restarts": 0}
+        if node_id is not None:
+            opts["scheduling_strategy"] = NodeAffinitySchedulingStrategy(node_id, soft=False)
+        gpu = {"num_gpus": 1} if (spec.device or "").startswith("cuda") else {}
+        self.features = _remote(FeatureActor).options(**opts).remote(spec, checkpoint)
+        self.decoders = [_remote(DecodeActor).options(**opts).remote(spec, checkpoint, i) for i in range(spec.decoders)]
+        self.model = _remote(ModelActor).options(**opts, **gpu).remote(spec, checkpoint, [self.features, *self.decoders])
+        self.node_id = node_id
+
+    @property
+    def actors(self) -> list:
+        return [self.features, self.model, *self.decoders]
+
+    def wait_ready(self, timeout: float = 120.0) -> str:
+        """Block until the actors are up (model loaded); -> the node they run on."""
+        import ray
+
+        nodes = ray.get([a.node.remote() for a in self.actors], timeout=timeout)
+        self.node_id = nodes[1]
+        return self.node_id
+
+    def reserve(self, keys: list) -> list:
+        import ray
+
+        return ray.get(self.model.reserve.remote(keys))
+
+    def submit(self, producer: Hashable, seq: int, chunks: dict[Key, Chunk]) -> list:
+        """-> the tick's handle: one result per decoder."""
+        frames = self.features.process.remote(Chunks.pack(chunks))
+        probs = self.model.step.remote(producer, seq, frames)
+        return [d.process.remote(probs) for d in self.decoders]
+
+    def ready(self, handles: list, timeout: float | None) -> int:
+        import ray
+
+        ray.wait(handles[0], num_returns=len(handles[0]), timeout=timeout, fetch_local=True)
+        refs = [r for h in handles for r in h]
+        done = set(ray.wait(refs, num_returns=len(refs), timeout=0, fetch_local=True)[0])
+        n = 0
+        while n < len(handles) and all(r in done for r in handles[n]):
+            n += 1
+        return n
+
+    def get(self, handle: list) -> dict[Key, Update]:
+        import ray
+
+        updates: dict[Key, Update] = {}
+        for part in ray.get(handle):
+            updates.update(part)
+        return updates
+
+    def wait(self, handles: list, timeout: float | None) -> None:
+        import ray
+
+        refs = [r for h in handles for r in h]
+        if refs:
+            ray.wait(refs, num_returns=1, timeout=timeout)
+
+    def stats(self) -> dict:
+        import ray
+
+        return ray.get(self.model.stats.remote())
+
+    def pids(self) -> list[int]:
+        import ray
+
+        return ray.get([a.pid.remote() for a in self.actors])
+
+    def close(self) -> None:
+        import ray
+
+        try:
+            ray.get(self.model.stop.remote(), timeout=10)
+        except Exception:  # already dead: nothing left to stop
+            pass
+        for actor in self.actors:
+            try:
+                ray.kill(actor)
+            except Exception:
+                pass

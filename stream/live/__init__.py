@@ -1,0 +1,1 @@
+"""Live input: PortAudio capture (`microphone`) and the captioning loop (`listen`)."""

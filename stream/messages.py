@@ -1,0 +1,118 @@
+"""What travels between the pipeline's stages: one message per tick, each covering many streams.
+
+Arrays of many streams are packed into one buffer per message (one thing to serialise for Ray, not one per
+stream); the stages unpack them. Streams are named by a `Key`: (producer id, number).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Hashable
+from dataclasses import dataclass, field
+
+import numpy as np
+import torch
+
+from .backend import Event
+
+Key = Hashable
+
+
+@dataclass
+class Chunk:
+    """One stream's input in one tick; `rate` is set on the first chunk only (it opens the stream)."""
+
+    data: np.ndarray  # audio samples [n] / [n, channels], or pen points [n, values]
+    last: bool = False
+    rate: int | None = None
+    channels: int | None = None
+
+
+@dataclass
+class Chunks:
+    """A tick's chunks for the wire: streams with the same array layout share one array."""
+
+    keys: list
+    lengths: list[int]
+    group: list[int]  # index into data
+    data: list[np.ndarray]
+    last: list  # streams whose last chunk this is
+    opens: dict  # stream -> (rate, channels) on its first chunk
+
+    @classmethod
+    def pack(cls, chunks: dict[Key, Chunk]) -> Chunks:
+        layouts: dict[tuple, int] = {}
+        parts: list[list[np.ndarray]] = []
+        packed = cls(list(chunks), [], [], [], [], {})
+        for key, c in chunks.items():
+            g = layouts.setdefault((c.data.dtype.str, c.data.shape[1:]), len(layouts))
+            if g == len(parts):
+                parts.append([])
+            parts[g].append(c.data)
+            packed.lengths.append(len(c.data))
+            packed.group.append(g)
+            if c.last:
+                packed.last.append(key)
+            if c.rate is not None:
+                packed.opens[key] = (c.rate, c.channels)
+        packed.data = [p[0] if len(p) == 1 else np.concatenate(p) for p in parts]
+        return packed
+
+    def unpack(self) -> dict[Key, Chunk]:
+        offsets = [0] * len(self.data)
+        last, out = set(self.last), {}
+        for key, n, g in zip(self.keys, self.lengths, self.group):
+            rate, channels = self.opens.get(key, (None, None))
+            out[key] = Chunk(self.data[g][offsets[g] : offsets[g] + n], key in last, rate, channels)
+            offsets[g] += n
+        return out
+
+
+@dataclass
+class Packed:
+    """Many streams' [n_i, dim] tensors as one array."""
+
+    keys: list
+    lengths: list[int]
+    data: np.ndarray
+
+    @classmethod
+    def pack(cls, tensors: dict, dim: int) -> Packed:
+        keys = list(tensors)
+        data = torch.cat([tensors[k] for k in keys]).numpy() if keys else np.zeros((0, dim), np.float32)
+        return cls(keys, [len(tensors[k]) for k in keys], data)
+
+    def unpack(self) -> dict:
+        if not self.keys:
+            return {}
+        data = torch.from_numpy(np.require(self.data, requirements="W"))  # Ray hands out read-only views
+        return dict(zip(self.keys, data.split(self.lengths)))
+
+
+@dataclass
+class Frames:
+    """features -> model."""
+
+    features: Packed
+    opened: list = field(default_factory=list)
+    closed: list = field(default_factory=list)  # their last chunk: end after this step
+    errors: dict = field(default_factory=dict)  # stream -> one-line reason; the stream is dropped
+
+
+@dataclass
+class Probs:
+    """model -> decoder."""
+
+    log_probs: Packed
+    closed: list = field(default_factory=list)
+    errors: dict = field(default_factory=dict)
+    expired: dict = field(default_factory=dict)  # streams freed by the idle timeout -> why
+
+
+@dataclass
+class Update:
+    """decoder -> ingest: one stream's new events, and whether it is over."""
+
+    events: list[Event] = field(default_factory=list)
+    done: bool = False
+    error: str | None = None
+    expired: bool = False
