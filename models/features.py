@@ -8,13 +8,15 @@ only complete windows are framed.
 from __future__ import annotations
 
 import functools
+from collections.abc import Iterator
 from dataclasses import asdict, dataclass
+from pathlib import Path
 
 import numpy as np
 import torch
 import torchaudio
 
-from .audio import AudioConverter
+from .audio import AudioConverter, audio_info, read_blocks
 
 # Quiet noise after the end of every stream (-70 dBFS, the quietest noise floor in training): a unidirectional
 # model emits a word after hearing it, so audio cut tight after the last word lost that word. Seeded, so every
@@ -122,6 +124,13 @@ class LogMelExtractor:
     def transform(self, cuts: list[torch.Tensor]) -> list[torch.Tensor]:
         frames = self.logmel.from_windows(torch.cat(cuts))
         return list(frames.split([len(w) for w in cuts]))
+
+    def info(self, path: str | Path) -> tuple[int, int | None, float]:
+        return audio_info(path)
+
+    def blocks(self, path: str | Path, size: int) -> Iterator[np.ndarray]:
+        """Float32 blocks [n, channels] read as they are needed: an hour of audio costs the memory of a block."""
+        return read_blocks(path, block_frames=size)
 
 
 class LogMelFrontEnd:

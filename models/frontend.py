@@ -14,6 +14,8 @@ now ready: a multiple of the model's `stack` frames). `extract` is those three. 
 from __future__ import annotations
 
 import importlib
+from collections.abc import Iterator
+from pathlib import Path
 from typing import Any, Protocol
 
 import numpy as np
@@ -51,6 +53,14 @@ class Extractor(Protocol):
 
     def transform(self, cuts: list[torch.Tensor]) -> list[torch.Tensor]:
         """Many streams' cuts at once -> their frames, in order."""
+        ...
+
+    def info(self, path: str | Path) -> tuple[int, int | None, float]:
+        """A file's (rate, channels, duration in seconds); InputError naming the file if it is not usable."""
+        ...
+
+    def blocks(self, path: str | Path, size: int) -> Iterator[np.ndarray]:
+        """The file's input in blocks of at most `size` samples (or points), ready for `FrontEnd.cut`."""
         ...
 
 

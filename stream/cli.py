@@ -71,7 +71,7 @@ def load_recognizer(args: argparse.Namespace):
 
 
 def cmd_transcribe(args: argparse.Namespace) -> int:
-    from models.audio import AudioError
+    from models.errors import InputError
 
     from .formats import render
     from .transcribe import transcribe_file
@@ -81,7 +81,7 @@ def cmd_transcribe(args: argparse.Namespace) -> int:
     for path in args.paths:
         try:
             transcript = transcribe_file(recognizer, path, chunk_ms=args.chunk_ms)
-        except AudioError as e:
+        except InputError as e:
             report(e)
             failed += 1
             continue
@@ -180,13 +180,13 @@ def cmd_batch(args: argparse.Namespace) -> int:
     from .batch.driver import BatchOptions, run_batch
     from .pipeline import PipelineSpec
 
-    _, options = checkpoint_and_options(args)  # portable to any node
+    checkpoint, options = checkpoint_and_options(args)  # options: portable to any node
     spec = PipelineSpec(device=args.compute_device, options=options, decoders=args.decoders)
     opts = BatchOptions(
         fmt=args.format, address=args.address, workers=args.workers, streams=args.streams,
         chunk_seconds=args.chunk_seconds, in_process=args.in_process, progress=not args.no_progress,
     )
-    summary = run_batch(args.inputs, args.output, args.model, opts, spec)
+    summary = run_batch(args.inputs, args.output, args.model, opts, spec, checkpoint=checkpoint)
     print(
         f"rnnstream: {summary.transcribed} transcribed, {summary.skipped} already done, {summary.failed} failed; "
         f"{summary.audio_seconds / 3600:.3f} h of audio in {summary.wall_seconds:.1f} s ({summary.rtfx:.0f}x real time)",

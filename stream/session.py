@@ -17,12 +17,14 @@ import torch
 from models.checkpoint import DEFAULT_MODEL, Checkpoint, load_checkpoint
 from models.decoding import DecodeOptions
 from models.errors import InputError
-from models.frontend import FrontEnd, make_extractor
+from models.frontend import Extractor, FrontEnd, make_extractor
 
 from .backend import BackEnd, EndpointConfig, Event
 from .messages import Chunk
+from .ingest import Ingest
 from .options import recommended_options
 from .pipeline import LocalPipeline, PipelineSpec
+from .shared import SharedRecognizer
 
 
 class SessionLike(Protocol):
@@ -36,6 +38,7 @@ class SessionLike(Protocol):
 class RecognizerLike(Protocol):
     """Opens sessions: the in-process `Recognizer` and `stream.distributed.RayRecognizer` alike."""
 
+    extractor: Extractor  # the model's front end (what a file of its input holds, rates)
     sample_rate: int  # the input rate sessions get by default (samples or points per second)
     step_seconds: float
 
@@ -96,6 +99,14 @@ class Recognizer:
     def session(self, sample_rate: int | None = None, channels: int | None = None) -> Session:
         return Session(self, sample_rate or self.sample_rate, channels)
 
+    def shared(
+        self, spec: PipelineSpec = PipelineSpec(), window: int = 4, min_chunk: float = 0.1, overflow: str = "block"
+    ) -> SharedRecognizer:
+        """Sessions (from any threads) that share one pipeline in this process: one batched model call per tick
+        for all of them, as on Ray. A Session has a pipeline of its own."""
+        pipeline = self.pipeline(spec)
+        return SharedRecognizer(self.checkpoint, pipeline, Ingest(pipeline, min_chunk, window=window, overflow=overflow))
+
     def close(self) -> None:
         """Nothing to release in process (RecognizerLike)."""
 
@@ -108,7 +119,7 @@ class Recognizer:
 
 class Session:
     """One stream: `accept` chunks of any size, then `finish`; both return the new events. Bad input raises
-    InputError (AudioError for audio read from files) and ends the session."""
+    InputError and ends the session."""
 
     _KEY = 0
 

@@ -8,14 +8,15 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import numpy as np
-import soundfile as sf
 
-from models.audio import AudioError, audio_info, read_blocks
 from models.decoding import Word
-from models.errors import InputError, one_line
+from models.errors import InputError
+from models.frontend import Extractor
 
 from .backend import Event
 from .session import RecognizerLike
+
+WHOLE_FILE_BLOCK = 1 << 24  # samples per read when a file goes in as one chunk (17 min at 16 kHz)
 
 
 @dataclass(frozen=True)
@@ -68,34 +69,34 @@ def transcribe_array(
 
 
 def transcribe_file(recognizer: RecognizerLike, path: str | Path, chunk_ms: int = 160) -> Transcript:
-    """Feed the file in chunks of `chunk_ms` (0: the whole file in one chunk); raises AudioError naming the file."""
-    rate, channels, duration = audio_info(path)
+    """Feed the file (audio, or what the model's front end reads) in chunks of `chunk_ms` (0: the whole file in
+    one chunk); raises InputError naming the file."""
+    extractor = recognizer.extractor
+    rate, channels, duration = extractor.info(path)
     session = recognizer.session(rate, channels)
     events: list[Event] = []
     try:
-        for block in _chunks(path, rate, chunk_ms):
-            events += session.accept(block)
+        for chunk in _chunks(extractor, path, rate * chunk_ms // 1000 if chunk_ms > 0 else 0):
+            events += session.accept(chunk)
         events += session.finish()
     except InputError as e:
-        raise AudioError(f"{path}: {e}") from None
+        raise type(e)(f"{path}: {e}") from None
     return Transcript.from_events(str(path), duration, events)
 
 
-def _chunks(path: str | Path, rate: int, chunk_ms: int) -> Iterator[np.ndarray]:
-    if chunk_ms <= 0:
-        try:
-            audio, _ = sf.read(str(path), dtype="float32", always_2d=True)
-        except Exception as e:
-            raise AudioError(f"{path}: truncated or corrupt audio ({one_line(e)})") from None
-        yield audio
+def _chunks(extractor: Extractor, path: str | Path, size: int) -> Iterator[np.ndarray]:
+    """The file in chunks of `size` (0: one chunk of all of it)."""
+    if size <= 0:
+        blocks = list(extractor.blocks(path, WHOLE_FILE_BLOCK))
+        yield blocks[0] if len(blocks) == 1 else np.concatenate(blocks)
         return
-    size = max(1, rate * chunk_ms // 1000)
-    carry = np.zeros((0, 1), np.float32)
-    for block in read_blocks(path, block_frames=max(size, 16384)):
-        block = np.concatenate([carry, block]) if len(carry) else block
+    size = max(1, size)
+    carry = None
+    for block in extractor.blocks(path, max(size, 16384)):
+        block = np.concatenate([carry, block]) if carry is not None and len(carry) else block
         whole = len(block) // size * size
         for i in range(0, whole, size):
             yield block[i : i + size]
         carry = block[whole:]
-    if len(carry):
+    if carry is not None and len(carry):
         yield carry

@@ -15,8 +15,8 @@ from conftest import FSDD
 ray = pytest.importorskip("ray")
 
 from models.errors import InputError  # noqa: E402
-from stream.distributed.session import RayRecognizer, StreamExpired  # noqa: E402
-from stream.ingest import Ingest  # noqa: E402
+from stream.distributed.session import RayRecognizer  # noqa: E402
+from stream.ingest import Ingest, StreamExpired  # noqa: E402
 
 
 @pytest.fixture(scope="module")

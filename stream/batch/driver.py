@@ -20,9 +20,9 @@ from typing import IO
 
 import numpy as np
 
-from models.audio import AudioError, audio_info, read_blocks
-from models.checkpoint import DEFAULT_MODEL
-from models.errors import one_line
+from models.checkpoint import DEFAULT_MODEL, Checkpoint, load_checkpoint
+from models.errors import InputError, one_line
+from models.frontend import Extractor, make_extractor
 
 from ..errors import report
 from ..ingest import Ingest, PipelineFailed
@@ -48,8 +48,11 @@ class _File:
 class Worker:
     """One pipeline and the files it is transcribing; the driver reads them chunk by chunk into its ingest."""
 
-    def __init__(self, pipeline: Pipeline, streams: int = 64, chunk_seconds: float = 8.0, window: int = 2):
+    def __init__(
+        self, pipeline: Pipeline, extractor: Extractor, streams: int = 64, chunk_seconds: float = 8.0, window: int = 2
+    ):
         self.pipeline = pipeline
+        self.extractor = extractor  # reads the files (audio, or what the model's front end takes)
         self.streams = streams
         self.chunk_seconds = chunk_seconds
         self.ingest = Ingest(pipeline, min_chunk=0.1, max_chunk=chunk_seconds, window=window)
@@ -62,11 +65,11 @@ class Worker:
     def add(self, path: str, attempts: int = 1) -> str | None:
         """Start a file; -> the reason it cannot be read, if so."""
         try:
-            rate, channels, duration = audio_info(path)
+            rate, channels, duration = self.extractor.info(path)
             key = self.ingest.open(rate, channels)
-        except AudioError as e:
+        except InputError as e:
             return str(e)
-        blocks = read_blocks(path, block_frames=max(1, int(self.chunk_seconds * rate)))
+        blocks = self.extractor.blocks(path, max(1, int(self.chunk_seconds * rate)))
         self.files[key] = _File(path, duration, blocks, attempts=attempts)
         return None
 
@@ -83,7 +86,7 @@ class Worker:
                 ingest.push(key, next(f.blocks))
             except StopIteration:
                 ingest.finish(key)
-            except AudioError as e:  # truncated mid-file: close the stream, report the file
+            except InputError as e:  # truncated mid-file: close the stream, report the file
                 f.error = str(e)
                 ingest.finish(key)
         try:
@@ -152,13 +155,15 @@ def run_batch(
     spec: PipelineSpec = PipelineSpec(),
     on_file: Callable[[BatchSummary], None] | None = None,
     errors: IO[str] | None = sys.stderr,
+    checkpoint: Checkpoint | None = None,
 ) -> BatchSummary:
-    """Transcribe every input not yet in `output`; `on_file` is called after each record is written."""
+    """Transcribe every input not yet in `output`; `on_file` is called after each record is written.
+    `checkpoint`: `model` already loaded (the driver reads the files with its front end)."""
     run = _Run(open_sink(output, opts.fmt), errors, on_file)
     try:
         todo = run.plan(inputs)
         if todo:
-            fleet = _Fleet(model, spec, opts)
+            fleet = _Fleet(model, spec, opts, checkpoint or load_checkpoint(model))
             try:
                 fleet.start()
                 run.loop(fleet, todo, opts.max_attempts, opts.progress)
@@ -275,8 +280,9 @@ def cpu_times(pids: list[int]) -> list[float]:
 class _Fleet:
     """The workers: one pipeline per node (or `workers` of them), replaced when a node dies."""
 
-    def __init__(self, model: str | Path, spec: PipelineSpec, opts: BatchOptions):
-        self.model, self.spec, self.opts = model, spec, opts
+    def __init__(self, model: str | Path, spec: PipelineSpec, opts: BatchOptions, checkpoint: Checkpoint):
+        self.model, self.spec, self.opts, self.checkpoint = model, spec, opts, checkpoint
+        self.extractor = make_extractor(checkpoint.frontend, checkpoint.features, checkpoint.model.cfg.stack)
         self.workers: list[Worker] = []
         self.dead: list[Worker] = []
         self.cluster = None
@@ -290,7 +296,11 @@ class _Fleet:
             from ..session import Recognizer
 
             torch.set_num_threads(self.opts.threads)
-            recognizer = Recognizer.load(self.model, self.spec.device, self.spec.options, self.spec.endpoint)
+            from ..session import default_device
+
+            device = self.spec.device or default_device()
+            checkpoint = self.checkpoint if device == "cpu" else load_checkpoint(self.model, device)
+            recognizer = Recognizer(checkpoint, self.spec.options, self.spec.endpoint)
             self.workers = [self._worker(recognizer.pipeline(self.spec))]
             return
         from ..distributed.cluster import RayCluster
@@ -309,7 +319,7 @@ class _Fleet:
             raise RuntimeError("no Ray worker could start")
 
     def _worker(self, pipeline: Pipeline) -> Worker:
-        return Worker(pipeline, self.opts.streams, self.opts.chunk_seconds, self.opts.window)
+        return Worker(pipeline, self.extractor, self.opts.streams, self.opts.chunk_seconds, self.opts.window)
 
     def busy(self) -> bool:
         return any(w.files for w in self.workers)
