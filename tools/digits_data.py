@@ -5,8 +5,8 @@ made by joining one speaker's clips with phone-number-like pauses and grouping, 
 noise floor (digital silence between words would be a cue that real recordings never give).
 Everything is drawn from the caller's numpy Generator, so an utterance is a pure function of its seed.
 
-    python tools/digits_data.py connected --speakers lucas --n 200 --seed 1 --out data/test/lucas
-    python tools/digits_data.py isolated --speakers lucas --n 200 --out data/test/lucas_isolated
+    python -m tools.digits_data connected --speakers lucas --n 200 --seed 1 --out data/test/lucas
+    python -m tools.digits_data isolated --speakers lucas --n 200 --out data/test/lucas_isolated
 """
 
 from __future__ import annotations
