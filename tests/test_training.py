@@ -70,9 +70,39 @@ def test_a_leave_one_speaker_out_fold_never_trains_on_its_speaker():
     from tools.data import make_source
     from tools.loso import SPEAKERS, fold_config
 
-    cfg = fold_config(load_config(REPO / "configs" / "digits.yaml"), "george")
+    recipe = load_config(REPO / "configs" / "digits.yaml")
+    cfg = fold_config(recipe, "george")
     fsdd = [make_source(s) for s in cfg["data"]["train"] if s["type"] == "fsdd_connected"]
-    assert fsdd and all({c.speaker for c in source.clips} == set(SPEAKERS) - {"george"} for source in fsdd)
+    named = {s for source in recipe["data"]["train"] if source["type"] == "fsdd_connected" for s in source["speakers"]}
+    assert set(SPEAKERS) < named  # the five FSDD speakers and fsdd-jason
+    assert fsdd and all({c.speaker for c in source.clips} == named - {"george"} for source in fsdd)
+
+
+def test_the_validation_model_never_trains_on_a_held_out_voice(tmp_path):
+    import json
+
+    from tools.data import make_source
+    from tools.speechocean import split
+    from tools.validate import fold_config
+
+    info = split(tmp_path / "so762", seed=14)
+    held = set(info["held_out"])
+    assert len(held) == 25 and set(info["held_out"].values()) == {"adult/female", "adult/male", "child/female", "child/male"}
+    recipe = load_config(REPO / "configs" / "digits.yaml")
+    for source in recipe["data"]["train"]:  # the recipe's speechocean manifests, written here
+        if source["type"] == "manifest" and "so762" in source["path"]:
+            source["path"] = str(tmp_path / "so762" / source["path"].rsplit("/", 1)[1])
+    cfg = fold_config(recipe, "jackson")
+    speakers = set()
+    for spec in cfg["data"]["train"]:
+        source = make_source(spec)
+        if spec["type"] == "fsdd_connected":
+            speakers |= {c.speaker for c in source.clips}
+        elif "so762" in spec["path"]:
+            speakers |= {r["speaker"] for r in source.rows}
+    assert "jackson" not in speakers and not held & speakers and len(speakers) > 100
+    scoring = (tmp_path / "so762" / "heldout_digits" / "manifest.jsonl").read_text().splitlines()
+    assert scoring and {json.loads(line)["speaker"] for line in scoring} <= held
 
 
 def test_tight_start_cuts_the_leading_pause_and_nothing_of_the_word():

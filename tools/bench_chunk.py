@@ -1,6 +1,6 @@
 """Per-chunk cost of the in-process recognizer: one stream, and many streams batched, on this CPU.
 
-    python tools/bench_chunk.py [--model digits] [--streams 256] [--threads 1]
+    python -m tools.bench_chunk [--model digits] [--streams 256] [--threads 1]
 
 Prints a JSON line last with the figures BENCHMARKS.md reports: per-chunk time (features, model,
 decoding) for one stream and for N streams stepped in one batched call, the model's FLOPs per second of
@@ -11,19 +11,15 @@ from __future__ import annotations
 
 import argparse
 import json
-import sys
 import time
-from pathlib import Path
 
 import numpy as np
 import torch
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-
-from stream.messages import Chunk  # noqa: E402
-from stream.pipeline import PipelineSpec  # noqa: E402
-from stream.session import Recognizer  # noqa: E402
-from tools.digits_data import connected_utterance, fsdd_clips  # noqa: E402
+from stream.messages import Chunk
+from stream.pipeline import PipelineSpec
+from stream.session import Recognizer
+from tools.digits_data import connected_utterance, fsdd_clips
 
 CHUNK_MS = 160
 

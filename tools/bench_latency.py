@@ -7,7 +7,7 @@ above -40 dBFS), and a sample's time is its block's arrival time minus the sampl
 that block, so playback buffering does not count and capture buffering does. PortAudio's own input
 latency (before the callback) is reported separately.
 
-    python tools/bench_latency.py --n 10 [--model digits] [--beam 0] [--ray]
+    python -m tools.bench_latency --n 10 [--model digits] [--beam 0] [--ray]
 
     speech end -> final: includes the endpoint rule's 1.2 s of trailing silence, by design.
     speech onset -> first partial: how soon words start to appear.
@@ -27,14 +27,13 @@ from pathlib import Path
 import numpy as np
 import soundfile as sf
 
-REPO = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(REPO))
+from stream.backend import Event
+from stream.live.listen import run
+from stream.live.microphone import Microphone, find_device
+from tools.digits_data import connected_utterance, fsdd_clips
+from tools.virtual_mic import VirtualMicrophone
 
-from stream.live.listen import run  # noqa: E402
-from stream.live.microphone import Microphone, find_device  # noqa: E402
-from stream.backend import Event  # noqa: E402
-from tools.digits_data import connected_utterance, fsdd_clips  # noqa: E402
-from tools.virtual_mic import VirtualMicrophone  # noqa: E402
+REPO = Path(__file__).resolve().parents[1]
 
 SPEAKERS = ["george", "jackson", "lucas", "nicolas", "yweweler"]
 

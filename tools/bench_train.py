@@ -1,7 +1,7 @@
 """Cost of one training step on this machine: making a batch (the data worker) and the model's forward and
 backward pass (the compute thread), with the share of padded LSTM steps.
 
-    python tools/bench_train.py configs/digits.yaml [--set data.bucket=1] [--batches 24]
+    python -m tools.bench_train configs/digits.yaml [--set data.bucket=1] [--batches 24]
 
 The two run on separate cores in training, so a step takes about the larger of the two.
 """
@@ -10,18 +10,14 @@ from __future__ import annotations
 
 import argparse
 import json
-import sys
 import time
 from pathlib import Path
 
 import torch
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-
-from models.features import LogMel  # noqa: E402
-from models.model import AcousticModel  # noqa: E402
-from tools.augment import AugmentConfig  # noqa: E402
-from tools.train import _configs, _dataclass, batch_stream, ctc_loss, load_config  # noqa: E402
+from models.features import LogMel
+from models.model import AcousticModel
+from tools.train import _configs, augment_config, batch_stream, ctc_loss, load_config
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -33,7 +29,7 @@ def main(argv: list[str] | None = None) -> None:
     torch.set_num_threads(1)
     cfg = load_config(args.config, args.set)
     fcfg, tokenizer, mcfg = _configs(cfg)
-    augment = _dataclass(AugmentConfig, cfg["augment"]) if cfg.get("augment") is not None else None
+    augment = augment_config(cfg)
     stream = batch_stream(cfg, LogMel(fcfg), tokenizer, augment)
     bucket = stream.bucket
     for i in range(bucket):  # warm-up: clip cache, allocator

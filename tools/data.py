@@ -7,6 +7,7 @@ seeded by (seed, p), so a resumed run sees exactly the batches the uninterrupted
 
 from __future__ import annotations
 
+import functools
 import json
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -42,7 +43,17 @@ def load_audio(path: str, rate: int) -> np.ndarray:
     return soxr.resample(audio, sr, rate).astype(np.float32) if sr != rate else audio
 
 
+@functools.lru_cache(maxsize=4096)
+def _cached_audio(path: str, rate: int) -> np.ndarray:
+    audio = load_audio(path, rate)
+    audio.flags.writeable = False  # shared by the cache
+    return audio
+
+
 class ManifestSource:
+    """Utterances of a manifest, drawn at random; decoded audio is cached (decoding an Ogg Opus utterance of
+    speechocean762 costs ~30 ms, about a third of a batch's data time; the 173 minutes take ~0.7 GB)."""
+
     def __init__(self, path: str, max_duration: float = 30.0):
         self.rows = [r for r in read_manifest(resolve_path(path)) if r.get("duration", 0) <= max_duration]
         if not self.rows:
@@ -50,13 +61,14 @@ class ManifestSource:
 
     def sample(self, rng: np.random.Generator, rate: int) -> tuple[np.ndarray, str]:
         row = self.rows[rng.integers(len(self.rows))]
-        return load_audio(row["audio"], rate), row["text"]
+        return _cached_audio(row["audio"], rate), row["text"]
 
 
 class FsddConnectedSource:
-    """Connected digit strings joined from one FSDD speaker's isolated clips (tools/digits_data.py)."""
+    """Connected digit strings joined from one FSDD speaker's isolated clips (tools/digits_data.py); `root` may be a
+    list of folders (FSDD and fsdd-jason)."""
 
-    def __init__(self, root: str, speakers: list[str] | None = None, min_digits: int = 1, max_digits: int = 16):
+    def __init__(self, root: str | list[str], speakers: list[str] | None = None, min_digits: int = 1, max_digits: int = 16):
         from .digits_data import fsdd_clips
 
         self.clips = fsdd_clips(root, speakers)

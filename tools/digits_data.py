@@ -5,8 +5,8 @@ made by joining one speaker's clips with phone-number-like pauses and grouping, 
 noise floor (digital silence between words would be a cue that real recordings never give).
 Everything is drawn from the caller's numpy Generator, so an utterance is a pure function of its seed.
 
-    python tools/digits_data.py connected --speakers lucas --n 200 --seed 1 --out data/test/lucas
-    python tools/digits_data.py isolated --speakers lucas --n 200 --out data/test/lucas_isolated
+    python -m tools.digits_data connected --speakers lucas --n 200 --seed 1 --out data/test/lucas
+    python -m tools.digits_data isolated --speakers lucas --n 200 --out data/test/lucas_isolated
 """
 
 from __future__ import annotations
@@ -30,12 +30,13 @@ from scipy.signal import butter, sosfiltfilt
 DIGIT_WORDS = ["zero", "one", "two", "three", "four", "five", "six", "seven", "eight", "nine"]
 FSDD_ROOT = "../shared/data/fsdd"
 REPO_ROOT = Path(__file__).resolve().parents[1]
-_NAME = re.compile(r"^(\d)_([a-z]+)_(\d+)\.wav$")
+LONGEST_DIGIT_S = 1.5  # the five FSDD speakers' trimmed clips are at most 1.15 s
+_NAME = re.compile(r"^(\d)_([a-z]+)_(\d+)\.(wav|flac)$")
 
 
 @dataclass(frozen=True)
 class Clip:
-    """One isolated FSDD recording: `{digit}_{speaker}_{take}.wav`."""
+    """One isolated FSDD recording: `{digit}_{speaker}_{take}.wav` (or `.flac`, as fsdd-jason's)."""
 
     path: Path
     digit: int
@@ -74,13 +75,22 @@ def resolve_path(root: str | Path) -> Path:
     return REPO_ROOT / root
 
 
-def fsdd_clips(root: str | Path = FSDD_ROOT, speakers: Sequence[str] | None = None) -> list[Clip]:
-    """All FSDD clips under `root`/recordings (or `root` itself), optionally of some speakers only."""
+def fsdd_clips(
+    root: str | Path | Sequence[str | Path] = FSDD_ROOT, speakers: Sequence[str] | None = None
+) -> list[Clip]:
+    """All FSDD clips under `root`/recordings (or `root`/audio, or `root` itself; or under each of several roots),
+    optionally of some speakers only."""
+    if not isinstance(root, (str, Path)):
+        clips = [c for r in root for c in fsdd_clips(r)]
+        wanted = set(speakers) if speakers else None
+        if wanted and (missing := wanted - {c.speaker for c in clips}):
+            raise ValueError(f"no FSDD clips for speaker(s) {sorted(missing)} under {list(root)}")
+        return [c for c in clips if wanted is None or c.speaker in wanted]
     root = resolve_path(root)
-    folder = root / "recordings" if (root / "recordings").is_dir() else root
+    folder = next((root / d for d in ("recordings", "audio") if (root / d).is_dir()), root)
     wanted = set(speakers) if speakers else None
     clips = []
-    for path in sorted(folder.glob("*.wav")):
+    for path in sorted(folder.glob("*.*")):
         m = _NAME.match(path.name)
         if m is None:
             continue
@@ -97,8 +107,27 @@ def _trim(audio: np.ndarray, rate: int, top_db: float, margin_s: float) -> np.nd
     if len(audio) == 0:
         return audio
     _, (start, end) = librosa.effects.trim(audio, top_db=top_db, frame_length=256, hop_length=64)
+    if end - start > LONGEST_DIGIT_S * rate:
+        start, end = _first_word(audio, rate)
     margin = int(margin_s * rate)
     return audio[max(0, start - margin) : min(len(audio), end + margin)]
+
+
+def _first_word(audio: np.ndarray, rate: int, above_db: float = 6.0, pause_s: float = 0.2) -> tuple[int, int]:
+    """(start, end) of the first stretch 6 dB above the clip's noise floor (its median 10 ms level), up to a
+    pause of 0.2 s: fsdd-jason's clips are 3 s of which the word is the first half second, padded with noise at
+    about -44 dBFS and often ending in a burst of the next take, which a trim from both ends would keep."""
+    hop = rate // 100
+    level = 10 * np.log10(np.array([np.mean(audio[i : i + hop] ** 2) for i in range(0, len(audio), hop)]) + 1e-12)
+    loud = np.nonzero(level > np.median(level) + above_db)[0]
+    if len(loud) == 0:
+        return 0, len(audio)
+    end = loud[0]
+    for i in loud[1:]:
+        if (i - end) * hop > pause_s * rate:
+            break
+        end = i
+    return int(loud[0] * hop), min(len(audio), int((end + 1) * hop))
 
 
 def _load(path: str, rate: int, trim_db: float | None, margin_s: float) -> np.ndarray:

@@ -1,7 +1,7 @@
 """Word and sentence error rate of a model on a manifest, through the real streaming path.
 
-    python tools/evaluate.py --model digits --manifest data/test/lucas/manifest.jsonl [--chunk-ms 160] [--beam 0]
-    python tools/evaluate.py --manifest data/test/lucas/manifest.jsonl --continuous 5   # one stream, 5 s pauses
+    python -m tools.evaluate --model digits --manifest data/test/lucas/manifest.jsonl [--chunk-ms 160] [--beam 0]
+    python -m tools.evaluate --manifest data/test/lucas/manifest.jsonl --continuous 5   # one stream, 5 s pauses
 
 `--continuous` plays the whole manifest as one live stream (quiet noise between the utterances), as a
 microphone would: the model's state is carried from each utterance into the next instead of starting fresh.
@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import sys
 import time
 from pathlib import Path
 
@@ -23,13 +22,11 @@ import numpy as np
 import soundfile as sf
 import torch
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-
-from stream.backend import Event  # noqa: E402
-from stream.session import Recognizer  # noqa: E402
-from stream.transcribe import transcribe_array, transcribe_file  # noqa: E402
-from tools.data import load_audio, read_manifest  # noqa: E402
-from tools.scoring import score  # noqa: E402
+from stream.backend import Event
+from stream.session import Recognizer
+from stream.transcribe import transcribe_array, transcribe_file
+from tools.data import load_audio, read_manifest
+from tools.scoring import score
 
 
 def evaluate(

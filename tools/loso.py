@@ -1,6 +1,6 @@
 """Leave-one-speaker-out evaluation over the five FSDD speakers.
 
-    python tools/loso.py [--config configs/digits.yaml] [--speakers george nicolas]
+    python -m tools.loso [--config configs/digits.yaml] [--speakers george nicolas]
 
 Each fold trains the bundled model's recipe from scratch with one FSDD speaker removed from its data (the
 other sources stay) and is scored on connected strings of that speaker, at 16 kHz and telephone band
@@ -12,24 +12,21 @@ from __future__ import annotations
 import argparse
 import copy
 import json
-import sys
 from pathlib import Path
 
 import torch
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-
-from stream.session import Recognizer  # noqa: E402
-from tools.digits_data import ConnectedOptions, fsdd_clips, write_connected_set  # noqa: E402
-from tools.evaluate import evaluate  # noqa: E402
-from tools.train import load_config, train  # noqa: E402
+from stream.session import Recognizer
+from tools.digits_data import ConnectedOptions, fsdd_clips, write_connected_set
+from tools.evaluate import evaluate
+from tools.train import load_config, train
 
 SPEAKERS = ["george", "jackson", "lucas", "nicolas", "yweweler"]
 
 
 def test_set(speaker: str, telephone: bool, n: int, root: Path) -> Path:
     """Connected strings of one speaker, written once and reused; seed = the speaker's place in SPEAKERS + 1, as
-    `python tools/digits_data.py connected --speakers lucas --n 200 --seed 3 [--rate 8000 --telephone]`."""
+    `python -m tools.digits_data connected --speakers lucas --n 200 --seed 3 [--rate 8000 --telephone]`."""
     out = root / (f"{speaker}_tel8k" if telephone else speaker)
     manifest = out / "manifest.jsonl"
     if not manifest.exists():

@@ -7,7 +7,7 @@ by itself. Audio is resampled to 16 kHz for the stock en-us model: its feat.para
 filterbank, so 8 kHz input cannot be decoded natively. PocketSphinx's default word insertion
 penalty (wip 0.65) inserts many digits on FSDD-built strings; --wip 0.01 roughly halves its WER.
 
-    python tools/peer_pocketsphinx.py --manifest data/test/lucas/manifest.jsonl --out hyp.jsonl
+    python -m tools.peer_pocketsphinx --manifest data/test/lucas/manifest.jsonl --out hyp.jsonl
 
 The last line printed is a JSON summary (WER counts "oh" and "zero" as the same word).
 """
@@ -28,10 +28,7 @@ import soundfile as sf
 import soxr
 from pocketsphinx import Config, Decoder, get_model_path
 
-try:
-    from tools.scoring import normalize_digits, score
-except ImportError:  # run as a script: tools/ itself is on sys.path
-    from scoring import normalize_digits, score
+from tools.scoring import normalize_digits, score
 
 RATE = 16000  # the en-us acoustic model's rate; other audio is resampled to it
 WORDS = ["zero", "oh", "one", "two", "three", "four", "five", "six", "seven", "eight", "nine"]

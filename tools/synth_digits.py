@@ -4,7 +4,7 @@ FSDD has five male speakers; TTS adds many more voices (female, accents, rates, 
 "oh" reading of 0 that FSDD never says. Utterance i depends only on (seed, i), files that exist are
 kept, so an interrupted run resumes and a larger --n extends a smaller one.
 
-    python tools/synth_digits.py --n 3000 --seed 0 --out data/synth --jobs 2
+    python -m tools.synth_digits --n 3000 --seed 0 --out data/synth --jobs 2
 """
 
 from __future__ import annotations

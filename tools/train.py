@@ -1,6 +1,6 @@
 """Train an LSTM-CTC acoustic model from a YAML config and write an rnnstream checkpoint.
 
-    python tools/train.py configs/digits.yaml --out models/bundled/digits.pt [--resume] [--set train.steps=200]
+    python -m tools.train configs/digits.yaml --out models/bundled/digits.pt [--resume] [--set train.steps=200]
 
 Runs unchanged on CPU or GPU (bf16 autocast on CUDA). A training state is saved to the run folder every
 `checkpoint_every` steps; `--resume` continues from it with the same batches the first run would have seen.
@@ -15,7 +15,7 @@ import math
 import random
 import sys
 import time
-from dataclasses import fields
+from dataclasses import dataclass, fields, replace
 from pathlib import Path
 
 import numpy as np
@@ -24,14 +24,41 @@ import yaml
 from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
 from tqdm import tqdm
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+from models.checkpoint import Checkpoint, load_checkpoint, save_checkpoint
+from models.features import FeatureConfig, LogMel
+from models.model import AcousticModel, ModelConfig
+from models.tokens import CHARACTERS, Tokenizer
+from tools.augment import AugmentConfig, spec_augment
+from tools.data import Batch, BatchStream
 
-from models.checkpoint import Checkpoint, load_checkpoint, save_checkpoint  # noqa: E402
-from models.features import FeatureConfig, LogMel  # noqa: E402
-from models.model import AcousticModel, ModelConfig  # noqa: E402
-from models.tokens import CHARACTERS, Tokenizer  # noqa: E402
-from tools.augment import AugmentConfig, spec_augment  # noqa: E402
-from tools.data import Batch, BatchStream  # noqa: E402
+
+@dataclass(frozen=True)
+class TrainConfig:
+    """The config's `train:` section; every training default lives here, and an unknown key is an error."""
+
+    steps: int = 1000
+    batch_size: int = 32
+    lr: float = 2e-3  # the one-cycle schedule's peak
+    weight_decay: float = 0.01
+    clip: float = 5.0  # gradient norm
+    device: str = "auto"  # cuda when present
+    threads: int | None = None  # torch compute threads; None: torch's default
+    workers: int = 1  # data loader processes
+    amp: bool = True  # bf16 autocast, on CUDA only
+    ema: float = 0.0  # decay per step of the weights' moving average written as the checkpoint; 0: none
+    init: str | None = None  # fine-tune from this checkpoint (weights and normalisation statistics)
+    checkpoint_every: int = 200  # steps between saved training states (for --resume)
+    stats_batches: int = 8  # batches the feature mean / std are measured on
+    max_minutes: float = math.inf  # stop (state saved) after this much training time
+
+
+@dataclass(frozen=True)
+class DataConfig:
+    """The config's `data:` section: sources mixed by weight (tools/data.py), pools, joins."""
+
+    train: tuple[dict, ...] = ()
+    bucket: int = 1  # batches cut from length-sorted pools of this many
+    join_p: float = 0.0  # chance an item is two utterances with a pause between
 
 
 def load_config(path: str | Path, overrides: list[str] = ()) -> dict:
@@ -48,6 +75,7 @@ def load_config(path: str | Path, overrides: list[str] = ()) -> dict:
 
 
 def _dataclass(cls, values: dict | None):
+    """`cls` from a config section; lists become tuples (frozen configs), unknown keys are an error."""
     names = {f.name for f in fields(cls)}
     unknown = set(values or {}) - names
     if unknown:
@@ -95,11 +123,21 @@ def _configs(cfg: dict) -> tuple[FeatureConfig, Tokenizer, ModelConfig]:
     return fcfg, tokenizer, mcfg
 
 
+def train_config(cfg: dict) -> TrainConfig:
+    """The `train:` section; floats written as `3e-3` (which YAML reads as a string) are taken as numbers."""
+    tcfg = _dataclass(TrainConfig, cfg.get("train"))
+    return replace(tcfg, **{f.name: float(getattr(tcfg, f.name)) for f in fields(TrainConfig) if f.type == "float"})
+
+
+def augment_config(cfg: dict) -> AugmentConfig | None:
+    return _dataclass(AugmentConfig, cfg["augment"]) if cfg.get("augment") is not None else None
+
+
 def batch_stream(cfg: dict, logmel: LogMel, tokenizer: Tokenizer, augment: AugmentConfig | None) -> BatchStream:
-    data = cfg["data"]
+    data = _dataclass(DataConfig, cfg["data"])
     return BatchStream(
-        data["train"], logmel, tokenizer, int(cfg.get("train", {}).get("batch_size", 32)), cfg.get("seed", 0), augment,
-        bucket=int(data.get("bucket", 1)), join_p=float(data.get("join_p", 0.0)),
+        list(data.train), logmel, tokenizer, train_config(cfg).batch_size, cfg.get("seed", 0), augment,
+        bucket=data.bucket, join_p=data.join_p,
     )
 
 
@@ -123,22 +161,21 @@ def train(
     seed = cfg.get("seed", 0)
     torch.manual_seed(seed)
     random.seed(seed)
-    tcfg = cfg.get("train", {})
-    device = _device(tcfg.get("device", "auto"))
-    if "threads" in tcfg:
-        torch.set_num_threads(tcfg["threads"])
-    amp = bool(tcfg.get("amp", True)) and device.type == "cuda"
+    tcfg = train_config(cfg)
+    device = _device(tcfg.device)
+    if tcfg.threads is not None:
+        torch.set_num_threads(tcfg.threads)
+    amp = tcfg.amp and device.type == "cuda"
     fcfg, tokenizer, mcfg = _configs(cfg)
-    augment = _dataclass(AugmentConfig, cfg["augment"]) if cfg.get("augment") is not None else None
+    augment = augment_config(cfg)
     logmel = LogMel(fcfg)
-    steps_total = int(tcfg.get("steps", 1000))
+    steps_total = tcfg.steps
     stream = batch_stream(cfg, logmel, tokenizer, augment)
 
     model = AcousticModel(mcfg).to(device)
-    ema_decay = float(tcfg.get("ema", 0.0))
-    ema = AveragedModel(model, multi_avg_fn=get_ema_multi_avg_fn(ema_decay), use_buffers=True) if ema_decay else None
-    opt = torch.optim.AdamW(model.parameters(), lr=float(tcfg.get("lr", 2e-3)), weight_decay=float(tcfg.get("weight_decay", 0.01)))
-    sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=float(tcfg.get("lr", 2e-3)), total_steps=steps_total, pct_start=0.1)
+    ema = AveragedModel(model, multi_avg_fn=get_ema_multi_avg_fn(tcfg.ema), use_buffers=True) if tcfg.ema else None
+    opt = torch.optim.AdamW(model.parameters(), lr=tcfg.lr, weight_decay=tcfg.weight_decay)
+    sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=tcfg.lr, total_steps=steps_total, pct_start=0.1)
     run_dir = Path(run_dir)
     state_path = run_dir / "train_state.pt"
     step, history = 0, []
@@ -151,21 +188,21 @@ def train(
         if ema is not None:
             ema.load_state_dict(state["ema"])
         t0 -= state["elapsed"]
-    elif tcfg.get("init"):  # fine-tune: weights and normalisation statistics from another checkpoint
-        model.load_state_dict(load_checkpoint(tcfg["init"]).model.state_dict())
+    elif tcfg.init:  # fine-tune: weights and normalisation statistics from another checkpoint
+        model.load_state_dict(load_checkpoint(tcfg.init).model.state_dict())
     else:
-        mean, std = feature_stats(stream, int(tcfg.get("stats_batches", 8)))
+        mean, std = feature_stats(stream, tcfg.stats_batches)
         model.feature_mean.copy_(mean.to(device))
         model.feature_std.copy_(std.to(device))
 
     stream.start = step
-    workers = int(tcfg.get("workers", 1))
+    workers = tcfg.workers
     loader = torch.utils.data.DataLoader(
         stream, batch_size=None, num_workers=workers, prefetch_factor=4 if workers else None,
         worker_init_fn=lambda _: torch.set_num_threads(1),
     )
-    max_seconds = float(tcfg.get("max_minutes", math.inf)) * 60
-    every = int(tcfg.get("checkpoint_every", 200))
+    max_seconds = tcfg.max_minutes * 60
+    every = tcfg.checkpoint_every
     bar = tqdm(total=steps_total, initial=step, disable=not progress, desc="train", dynamic_ncols=True,
                mininterval=1 if sys.stderr.isatty() else 30)
 
@@ -189,7 +226,7 @@ def train(
         loss = ctc_loss(model, batch, device, augment, amp)
         opt.zero_grad(set_to_none=True)
         loss.backward()
-        torch.nn.utils.clip_grad_norm_(model.parameters(), float(tcfg.get("clip", 5.0)))
+        torch.nn.utils.clip_grad_norm_(model.parameters(), tcfg.clip)
         opt.step()
         sched.step()
         if ema is not None:
