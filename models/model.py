@@ -16,6 +16,7 @@ import torch
 from torch import nn
 from torch.nn.utils.rnn import pack_padded_sequence, pad_packed_sequence
 
+
 class State(NamedTuple):
     """One or many streams' recurrent state; streams along dimension 1 of every tensor."""
 

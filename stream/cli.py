@@ -16,7 +16,6 @@ from .batch.sinks import BATCH_FORMATS
 from .errors import report
 from .formats import FORMATS
 
-
 # ---------------------------------------------------------------------------------------------
 # option types: a bad value is an argparse error naming the option
 

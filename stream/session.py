@@ -20,8 +20,8 @@ from models.errors import InputError
 from models.frontend import Extractor, FrontEnd, make_extractor
 
 from .backend import BackEnd, EndpointConfig, Event
-from .messages import Chunk
 from .ingest import Ingest
+from .messages import Chunk
 from .options import recommended_options
 from .pipeline import LocalPipeline, PipelineSpec
 from .shared import SharedRecognizer

@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import itertools
+
 import numpy as np
 import pytest
 import soundfile as sf
 import torch
-
 from conftest import FSDD, chunked
+
 from stream.batcher import SequenceBatcher, SlotsFull
 from stream.messages import Chunk
 from stream.pipeline import PipelineSpec
@@ -97,6 +99,6 @@ def test_partials_grow_into_the_final(recognizer, digits_audio):
     partials = [e.text for e in events if e.type == "partial"]
     finals = [e.text for e in events if e.type == "final"]
     assert len(partials) >= 3 and len(finals) == 1
-    for before, after in zip(partials, partials[1:]):
+    for before, after in itertools.pairwise(partials):
         assert after.startswith(before) and after != before, (before, after)  # a partial is sent when it changes
     assert finals[0].startswith(partials[-1]), (partials[-1], finals[0])

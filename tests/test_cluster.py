@@ -11,15 +11,16 @@ from collections import Counter
 from pathlib import Path
 
 import pytest
-
 from conftest import FSDD
 
 ray = pytest.importorskip("ray")
 
+pytestmark = [pytest.mark.ray, pytest.mark.slow]
+
 from ray.cluster_utils import Cluster  # noqa: E402
 
-from stream.distributed.cluster import enable_token_auth, loopback_only  # noqa: E402
 from stream.batch.driver import BatchOptions, run_batch  # noqa: E402
+from stream.distributed.cluster import enable_token_auth, loopback_only  # noqa: E402
 from stream.transcribe import transcribe_file  # noqa: E402
 
 FAST_FAILURE_DETECTION = {"health_check_initial_delay_ms": 0, "health_check_period_ms": 500, "health_check_failure_threshold": 3}

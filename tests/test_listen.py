@@ -24,12 +24,12 @@ import pytest
 import scipy.signal
 import soundfile as sf
 import soxr
-
 from conftest import REPO
+
 from stream.transcribe import transcribe_file
 from tools.virtual_mic import PulseAudioError, VirtualMicrophone
 
-pytestmark = pytest.mark.timeout(120)
+pytestmark = [pytest.mark.mic, pytest.mark.slow, pytest.mark.timeout(120)]
 FINAL_LINE = re.compile(r"\[(\d\d:\d\d\.\d{3}) --> (\d\d:\d\d\.\d{3})\]  (\S.*)")
 RUNNING: list[subprocess.Popen] = []  # listen processes, killed if a failed test leaves one behind
 
@@ -261,6 +261,7 @@ def test_live_capture_gives_the_same_text_as_transcribe(vmic, padded_wav, recogn
     assert transcribe_file(recognizer, placed).text == live
 
 
+@pytest.mark.ray
 def test_ray_pipeline_hears_the_same(vmic, padded_wav, recognizer, tmp_path):
     heard = tmp_path / "heard.wav"
     _, finals, stderr = listen_to(vmic, padded_wav, "--ray", "--save-audio", str(heard))

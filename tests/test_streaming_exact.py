@@ -6,10 +6,10 @@ import numpy as np
 import pytest
 import soundfile as sf
 import torch
+from conftest import DATA, FSDD, chunked
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from conftest import DATA, FSDD, chunked
 from models.frontend import extract
 
 CHUNKINGS = st.lists(st.integers(min_value=1, max_value=6000), min_size=1, max_size=12)
@@ -76,7 +76,7 @@ def _assert_same(a, b):
 @given(sizes=CHUNKINGS)
 def test_greedy_events_match_whole_file_for_any_chunking(recognizer, digits_audio, sizes):
     greedy = recognizer.with_options(beam=0)
-    audio, text = digits_audio
+    audio, _ = digits_audio
     whole = _run(greedy, audio, 16000, [len(audio)])
     assert _finals(whole[0]), "the model should hear the digits"
     _assert_same(_run(greedy, audio, 16000, sizes), whole)
@@ -100,7 +100,7 @@ def test_speech_beyond_the_model_vocabulary_streams_exactly(recognizer):
     _assert_same(_run(recognizer, audio, rate, [1601, 37, 4000]), whole)
 
 
-@pytest.mark.parametrize("chunk", [1, 160, 2560])
+@pytest.mark.parametrize("chunk", [pytest.param(1, marks=pytest.mark.slow), 160, 2560])
 def test_tiny_chunks_and_samples_one_by_one(recognizer, digits_audio, chunk):
     audio, _ = digits_audio
     audio = audio[: 16000 * 2]
@@ -111,7 +111,6 @@ def test_tail_padding_reads_words_cut_tight_at_the_end(recognizer, monkeypatch):
     # A unidirectional model emits a word after hearing it: FSDD clips end right after the word, and without the
     # front end's tail padding many read as nothing.
     import models.features
-
     from tools.digits_data import DIGIT_WORDS, fsdd_clips
 
     clips = fsdd_clips(FSDD.parent)

@@ -9,8 +9,9 @@ import sys
 import numpy as np
 import pytest
 import soundfile as sf
-
 from conftest import FSDD, REPO
+
+from stream.transcribe import transcribe_file
 from tools.scoring import wer_counts
 
 
@@ -107,16 +108,27 @@ def _resample(x: np.ndarray, src: int, dst: int) -> np.ndarray:
     return soxr.resample(x, src, dst)
 
 
-@pytest.mark.parametrize("fmt", ["srt", "vtt", "text"])
-def test_subtitle_and_text_formats(digits_wav, fmt):
-    out = rnnstream("transcribe", str(digits_wav), "--format", fmt)
-    assert out.returncode == 0, out.stderr
-    jsonl = json.loads(rnnstream("transcribe", str(digits_wav), "--format", "jsonl").stdout)
-    if fmt == "text":
-        assert out.stdout.strip() == jsonl["text"]
-    else:
-        assert "-->" in out.stdout and jsonl["segments"][0]["text"] in out.stdout
-        assert out.stdout.startswith("WEBVTT") == (fmt == "vtt")
+def test_subtitle_and_text_formats(recognizer, digits_wav):
+    from stream.formats import render, timestamp
+
+    transcript = transcribe_file(recognizer, digits_wav)
+    segment = transcript.segments[0]
+    assert render(transcript, "text") == transcript.text and transcript.text
+    srt, vtt = render(transcript, "srt"), render(transcript, "vtt")
+    assert srt.startswith(f"1\n{timestamp(segment.start, ',')} --> {timestamp(segment.end, ',')}\n{segment.text}\n")
+    assert vtt.startswith(f"WEBVTT\n\n{timestamp(segment.start)} --> {timestamp(segment.end)}\n{segment.text}\n")
+    assert json.loads(render(transcript, "jsonl")) == transcript.to_dict()
+    assert (timestamp(3661.5, ","), timestamp(61.25, hours=False), timestamp(3661.5, hours=False)) == (
+        "01:01:01,500", "01:01.250", "01:01:01.500")
+
+
+@pytest.mark.parametrize("option", [["--chunk-ms", "-5"], ["--beam", "-1"], ["--chunk-ms", "ten"]])
+def test_bad_option_values_are_refused_where_they_are_parsed(option, capsys):
+    from stream.cli import build_parser
+
+    with pytest.raises(SystemExit) as exit_:
+        build_parser().parse_args(["transcribe", "x.wav", *option])
+    assert exit_.value.code == 2 and option[0] in capsys.readouterr().err
 
 
 def test_unknown_model_is_a_clear_error(tmp_path):

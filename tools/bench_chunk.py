@@ -88,6 +88,13 @@ def ticks(recognizer: Recognizer, audios: list[np.ndarray], rate: int) -> dict:
     }
 
 
+def _decoding(recognizer: Recognizer) -> str:
+    options = recognizer.options
+    if not options.beam:
+        return "greedy"
+    return f"beam {options.beam}" + (" + lexicon" if options.lexicon or options.words else "")
+
+
 def main(argv: list[str] | None = None) -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--model", default="digits")
@@ -111,7 +118,7 @@ def main(argv: list[str] | None = None) -> None:
     result = {
         "model": args.model,
         "threads": args.threads,
-        "decoding": f"beam {recognizer.options.beam}" + (" + lexicon" if recognizer.options.lexicon or recognizer.options.words else "") if recognizer.options.beam else "greedy",
+        "decoding": _decoding(recognizer),
         "chunk_ms": CHUNK_MS,
         "model_mflops_per_audio_second": round(model_flops / 1e6, 2),
         "matmul_gflops": round(peak, 1),

@@ -13,6 +13,7 @@ so the cost (or gain) of Ray is a measured ratio. Each prints one JSON summary l
 from __future__ import annotations
 
 import argparse
+import itertools
 import json
 import os
 import sys
@@ -89,7 +90,7 @@ def _cpu(pids: list[int]) -> np.ndarray:
 def _histogram(ms: np.ndarray, edges=(50, 100, 150, 200, 300, 500, 1000)) -> dict[str, float]:
     """Share of chunks per latency band (ms)."""
     counts = np.histogram(ms, bins=[0, *edges, np.inf])[0] / max(len(ms), 1)
-    names = [f"<{edges[0]}", *(f"{a}-{b}" for a, b in zip(edges, edges[1:])), f">{edges[-1]}"]
+    names = [f"<{edges[0]}", *(f"{a}-{b}" for a, b in itertools.pairwise(edges)), f">{edges[-1]}"]
     return {n: round(float(c), 4) for n, c in zip(names, counts)}
 
 
@@ -102,8 +103,8 @@ def _roles(args: argparse.Namespace) -> list[str]:
 def bench_streams(args: argparse.Namespace) -> dict:
     tape, rate = _tape(args.inputs, pause=args.pause)
     n, chunk_s, tick_s = args.streams, args.chunk_ms / 1000, args.tick_ms / 1000
-    size = int(round(chunk_s * rate))
-    chunks_per_stream = max(1, int(round(args.seconds / chunk_s)))
+    size = round(chunk_s * rate)
+    chunks_per_stream = max(1, round(args.seconds / chunk_s))
     offsets = (np.arange(n) * 7919 * size) % len(tape)  # every stream starts somewhere else on the tape
     tape2 = np.concatenate([tape, tape[: size * (chunks_per_stream + 1)]])
 

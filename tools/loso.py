@@ -81,7 +81,7 @@ def table(results: dict) -> str:
         w, t = r["wideband"], r["telephone"]
         rows.append(f"| {speaker} | {w['wer']:.2%} | {w['ser']:.1%} | {t['wer']:.2%} | {t['ser']:.1%} |")
     if results:
-        mean = lambda key, kind: sum(r[kind][key] for r in results.values()) / len(results)  # noqa: E731
+        mean = lambda key, kind: sum(r[kind][key] for r in results.values()) / len(results)
         rows.append(
             f"| **mean** | **{mean('wer', 'wideband'):.2%}** | {mean('ser', 'wideband'):.1%} | "
             f"**{mean('wer', 'telephone'):.2%}** | {mean('ser', 'telephone'):.1%} |"

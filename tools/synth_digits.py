@@ -162,11 +162,11 @@ def _command(job: Job, wav: str) -> tuple[list[str], str | None]:
     """(argv, stdin text) that makes the engine write `wav`."""
     if job.engine == "espeak-ng":
         argv = ["espeak-ng", "-v", job.voice, "-s", str(job.rate_wpm), "-p", str(job.pitch)]
-        return argv + ["-g", str(job.word_gap), "-w", wav, job.spoken], None
+        return [*argv, "-g", str(job.word_gap), "-w", wav, job.spoken], None
     if job.engine == "flite":
         argv = ["flite", "-voice", job.voice, "-t", job.spoken, "-o", wav]
         argv += ["--setf", f"duration_stretch={job.stretch:.3f}"]
-        return argv + ["--setf", f"int_f0_target_mean={job.f0:.1f}"], None
+        return [*argv, "--setf", f"int_f0_target_mean={job.f0:.1f}"], None
     evals = [f"(voice_{job.voice})", f"(Parameter.set 'Duration_Stretch {job.stretch:.3f})"]
     if job.voice.endswith("_diphone"):  # the HTS voice ignores both, but diphone voices take them
         evals.append(
@@ -256,7 +256,7 @@ def summarize(manifest: Path) -> None:
     for r in records:
         engine = r["voice"].split(":")[0]
         by_engine.setdefault(engine, []).append((r["duration"], len(r["text"].split())))
-    total = sum(d for d, _ in sum(by_engine.values(), []))
+    total = sum(d for rows in by_engine.values() for d, _ in rows)
     print(f"{manifest}: {len(records)} utterances, {total / 3600:.2f} h")
     for engine, rows in sorted(by_engine.items()):
         per_word = np.array([d / w for d, w in rows])

@@ -31,7 +31,6 @@ from ..transcribe import Transcript
 from .inputs import expand_inputs
 from .sinks import open_sink
 
-
 # ---------------------------------------------------------------------------------------------
 # Workers: one pipeline each, fed by the driver.
 
@@ -265,7 +264,9 @@ def _progress(total: int, enabled: bool):
 
 def cpu_times(pids: list[int]) -> list[float]:
     """CPU seconds used so far by each process (0 for one that is gone or on another machine)."""
-    import ray  # noqa: F401  (Ray ships psutil and puts it on the path)
+    import ray  # noqa: F401  (Ray ships psutil and puts it on the path: first)
+
+    # isort: split
     import psutil
 
     out = []

@@ -118,7 +118,7 @@ class ModelActor(_ActorInfo):
         while True:
             try:
                 await asyncio.wait_for(self._wake.wait(), period)
-            except asyncio.TimeoutError:
+            except TimeoutError:
                 pass
             self._wake.clear()
             await asyncio.sleep(0)  # let calls that have already arrived join this tick
