@@ -30,7 +30,7 @@ class DecodeOptions:
     word_score: float = 0.0
 
 
-@dataclass
+@dataclass(frozen=True)
 class Word:
     word: str
     start: float
@@ -38,7 +38,7 @@ class Word:
     confidence: float
 
 
-@dataclass
+@dataclass(frozen=True)
 class Hypothesis:
     text: str = ""
     words: list[Word] = field(default_factory=list)

@@ -97,7 +97,7 @@ class BackEnd:
 
     def _final(self, next_start: int, end: float = math.inf) -> list[Event]:
         hyp = self.decoder.finish()
-        hyp.words = [replace(w, start=min(w.start, end), end=min(w.end, end)) for w in hyp.words]
+        hyp = replace(hyp, words=[replace(w, start=min(w.start, end), end=min(w.end, end)) for w in hyp.words])
         self._utterance_start, self._silence, self._speech, self._last_partial = next_start, 0, False, ""
         return [_event("final", hyp)] if hyp.text else []
 

@@ -48,7 +48,7 @@ class SequenceBatcher:
 
     @property
     def slots(self) -> int:
-        return self.state[0].shape[1]
+        return self.state.h.shape[1]
 
     def start(self, key: Hashable) -> None:
         if key in self._slot:
@@ -88,7 +88,7 @@ class SequenceBatcher:
         keys = list(ready)
         stack = self.model.cfg.stack
         lengths = torch.tensor([len(ready[k]) // stack for k in keys])
-        device = self.state[0].device
+        device = self.state.h.device
         x = torch.nn.utils.rnn.pad_sequence([ready[k] for k in keys], batch_first=True).to(device)
         idx = torch.tensor([self._slot[k] for k in keys], device=device)
         log_probs, new_state = self.model(x, self.state.select(idx), lengths)

@@ -9,6 +9,8 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from models.errors import one_line
+
 AUDIO_SUFFIXES = {".wav", ".flac", ".ogg", ".oga", ".opus", ".mp3", ".aif", ".aiff", ".au", ".w64"}
 MANIFEST_SUFFIXES = {".txt", ".lst", ".list", ".jsonl"}
 
@@ -43,7 +45,7 @@ def expand_inputs(inputs: list[str]) -> Inputs:
                 for path in _manifest(p):
                     add(path)
             except (OSError, ValueError) as e:
-                out.errors[item] = f"{item}: unreadable manifest ({' '.join(str(e).split())})"
+                out.errors[item] = f"{item}: unreadable manifest ({one_line(e)})"
         elif p.exists():
             add(item)
         elif glob.has_magic(item):
