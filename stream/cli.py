@@ -33,6 +33,16 @@ def _number(kind: type, low: float, inclusive: bool):
     return parse
 
 
+def existing_file(text: str) -> str:
+    if not Path(text).is_file():
+        raise argparse.ArgumentTypeError(f"no such file: {text}")
+    return text
+
+
+def lexicon_file(text: str) -> str:
+    return text if text == "none" else existing_file(text)
+
+
 non_negative_int = _number(int, 0, inclusive=True)
 positive_int = _number(int, 1, inclusive=True)
 positive_float = _number(float, 0.0, inclusive=False)
@@ -42,8 +52,9 @@ def add_model_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--model", default=DEFAULT_MODEL, help=f"bundled model name or checkpoint path (default: {DEFAULT_MODEL})")
     p.add_argument("--beam", type=non_negative_int,
                    help="beam width; 0 = greedy (default: what the model recommends; 16 with --lexicon/--lm)")
-    p.add_argument("--lexicon", help="lexicon file for beam search (words the output may contain); 'none': no lexicon")
-    p.add_argument("--lm", help="KenLM language model for beam search")
+    p.add_argument("--lexicon", type=lexicon_file,
+                   help="lexicon file for beam search (words the output may contain); 'none': no lexicon")
+    p.add_argument("--lm", type=existing_file, help="KenLM language model for beam search")
     p.add_argument("--compute-device", default=None, help="torch device for the model (default: cuda if present)")
 
 

@@ -122,7 +122,9 @@ def test_subtitle_and_text_formats(recognizer, digits_wav):
         "01:01:01,500", "01:01.250", "01:01:01.500")
 
 
-@pytest.mark.parametrize("option", [["--chunk-ms", "-5"], ["--beam", "-1"], ["--chunk-ms", "ten"]])
+@pytest.mark.parametrize(
+    "option", [["--chunk-ms", "-5"], ["--beam", "-1"], ["--chunk-ms", "ten"], ["--lexicon", "no/such.txt"], ["--lm", "no.arpa"]]
+)
 def test_bad_option_values_are_refused_where_they_are_parsed(option, capsys):
     from stream.cli import build_parser
 
