@@ -117,11 +117,12 @@ class Hub:
     def _iteration(self) -> None:
         busy = bool(self._streams) or self.ingest.inflight
         self._drain(timeout=None if not busy else 0.0)
+        idle = False
         if self.ingest.has_room and time.monotonic() >= self._last_submit + self.tick:
-            self._submit()
+            idle = not self._submit()
         self._collect(timeout=0.0)
-        if not self.ingest.inflight:
-            for s in self._streams:  # nothing in flight to wait for: answer now
+        if idle and not self.ingest.inflight:
+            for s in self._streams:  # no tick to wait for (nothing sendable, none in flight): answer now
                 self._answer(s, s.pending)
                 s.pending = []
         self._finish_streams()
@@ -182,10 +183,10 @@ class Hub:
                 return False
         return True
 
-    def _submit(self) -> None:
+    def _submit(self) -> bool:
         t0 = time.monotonic()
         if not self.ingest.submit(block=False):
-            return
+            return False
         covered = [(s, s.pending) for s in self._streams if s.pending]
         for s, _ in covered:
             s.pending = []
@@ -193,6 +194,7 @@ class Hub:
         self._last_submit = t0
         self.metrics.ticks.inc()
         self.metrics.tick_streams.observe(len(covered))
+        return True
 
     def _collect(self, timeout: float) -> None:
         done = self.ingest.collect(timeout=timeout)
