@@ -18,6 +18,7 @@ import asyncio
 import hmac
 import logging
 import signal
+import sys
 import time
 from dataclasses import dataclass
 from importlib import resources
@@ -36,6 +37,8 @@ from .metrics import CONTENT_TYPE_LATEST, Metrics
 from .protocol import Config, Eof, ProtocolError
 
 log = logging.getLogger(__name__)
+
+SWITCH_INTERVAL = 0.0001
 
 STATIC = {  # path -> (file in stream/serve/static, content type)
     "/": ("index.html", "text/html; charset=utf-8"),
@@ -76,6 +79,10 @@ class Server:
         return self._ws.sockets[0].getsockname()[1]
 
     async def start(self) -> None:
+        # The hub thread gives up the GIL at every torch call and the loop, always busy under load, keeps it for a
+        # whole switch interval (5 ms by default) before handing back: hundreds of such waits per tick made a
+        # tick take seconds at 500 clients (BENCHMARKS.md, issue 16). 0.5 ms bounds that wait.
+        sys.setswitchinterval(min(sys.getswitchinterval(), SWITCH_INTERVAL))
         self.hub = Hub(self.recognizer, asyncio.get_running_loop(), self.metrics, self.options.tick)
         self.hub.start()
         self._ws = await serve(
@@ -84,6 +91,9 @@ class Server:
             ping_interval=20, ping_timeout=20, close_timeout=5,
             # 32 frames (3 s of 100 ms messages) read ahead, then TCP backpressure on that client alone.
             max_queue=32,
+            # No permessage-deflate: PCM barely compresses, and inflating it was the loop's largest cost (a
+            # third of its CPU at 200 clients, py-spy). Clients that offer it fall back to plain frames.
+            compression=None,
         )
 
     async def serve_until_signal(self) -> None:
