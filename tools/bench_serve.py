@@ -38,13 +38,34 @@ from tools.bench_pipeline import _tape
 REPO = Path(__file__).resolve().parents[1]
 
 
+async def _echo(port: int) -> None:
+    """--echo: a server that answers every message at once with an empty partial (eof: an empty result), no
+    recognizer: what the network, the protocol and these clients cost alone on this machine."""
+    from websockets.asyncio.server import serve
+
+    async def handle(ws) -> None:
+        async for m in ws:
+            if isinstance(m, str) and "eof" in m:
+                await ws.send('{"text": ""}')
+                return
+            if isinstance(m, bytes):
+                await ws.send('{"partial": ""}')
+
+    async with serve(handle, "127.0.0.1", port, compression=None, max_size=None) as server:
+        print(f"echo serving ws://127.0.0.1:{server.sockets[0].getsockname()[1]}", file=sys.stderr, flush=True)
+        await asyncio.Future()
+
+
 def _start_server(args: argparse.Namespace) -> tuple[subprocess.Popen, str]:
-    cmd = [sys.executable, "-m", "stream.cli", "serve", "--port", "0", "--model", args.model, "--idle-timeout", "0",
-           "--max-clients", str(args.clients + 10), "--tick-ms", str(args.tick_ms)]
-    if args.beam is not None:
-        cmd += ["--beam", str(args.beam)]
-    if args.ray:
-        cmd += ["--ray"] + (["--address", args.address] if args.address else [])
+    if args.echo:
+        cmd = [sys.executable, "-c", "import asyncio, tools.bench_serve as b; asyncio.run(b._echo(0))"]
+    else:
+        cmd = [sys.executable, "-m", "stream.cli", "serve", "--port", "0", "--model", args.model, "--idle-timeout", "0",
+               "--max-clients", str(args.clients + 10), "--tick-ms", str(args.tick_ms)]
+        if args.beam is not None:
+            cmd += ["--beam", str(args.beam)]
+        if args.ray:
+            cmd += ["--ray"] + (["--address", args.address] if args.address else [])
     env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(REPO)}
     proc = subprocess.Popen(cmd, stderr=subprocess.PIPE, text=True, env=env, cwd=REPO)
     deadline = time.monotonic() + 300
@@ -116,8 +137,8 @@ def _pct(xs: list[float]) -> dict:
             "max": round(float(a.max()), 1)}
 
 
-def _scrape(url: str) -> dict:
-    text = urllib.request.urlopen(url.replace("ws://", "http://") + "/metrics", timeout=30).read().decode()
+def _scrape(url: str, echo: bool = False) -> dict:
+    text = "" if echo else urllib.request.urlopen(url.replace("ws://", "http://") + "/metrics", timeout=30).read().decode()
     pick = {}
     for name in ("dropped_audio_seconds_total", "tick_streams_sum", "tick_streams_count", "real_time_factor",
                  "ticks_total", "audio_seconds_total"):
@@ -134,13 +155,13 @@ async def _run(args, url: str) -> dict:
     # Starts staggered over one message (as bench_pipeline), connections opened over the first second.
     starts = out["t0"] + np.arange(args.clients) / args.clients * max(1.0, args.message_ms / 1000)
     offsets = (np.arange(args.clients) * 7919 * size) % (len(tape) - size)
-    metrics_before = _scrape(url)
+    metrics_before = _scrape(url, args.echo)
     await asyncio.gather(*(_client(url, tape, rate, int(o), s, args, out) for o, s in zip(offsets, starts)))
-    after = _scrape(url)
+    after = _scrape(url, args.echo)
     ticks = (after["tick_streams_count"] or 0) - (metrics_before["tick_streams_count"] or 0)
     batch = ((after["tick_streams_sum"] or 0) - (metrics_before["tick_streams_sum"] or 0)) / max(ticks, 1)
     return {
-        "mode": "ray" if args.ray else "in-process",
+        "mode": "echo" if args.echo else "ray" if args.ray else "in-process",
         "clients": args.clients,
         "seconds": args.seconds,
         "message_ms": args.message_ms,
@@ -171,6 +192,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--budget-ms", type=float, default=300.0)
     p.add_argument("--pause", type=float, default=1.5)
     p.add_argument("--ray", action="store_true")
+    p.add_argument("--echo", action="store_true", help="no recognizer: a server answering at once (the network's cost)")
     p.add_argument("--address")
     p.add_argument("--tick-ms", type=positive_int, default=40)
     add_model_args(p)
