@@ -205,6 +205,72 @@ def cmd_batch(args: argparse.Namespace) -> int:
     return 1 if summary.failed else 0
 
 
+def _serve_recognizer(args: argparse.Namespace):
+    """The SharedRecognizer every connection is a session of: in this process, or a Ray pipeline (--ray)."""
+    from .pipeline import PipelineSpec
+
+    checkpoint, options = checkpoint_and_options(args, None if args.ray else (args.compute_device or "cpu"))
+    # overflow="drop": the server never waits for a tick; a stream's input past 30 s unsent is dropped, counted.
+    if args.ray:
+        from .distributed.session import RayRecognizer
+
+        return RayRecognizer.connect(
+            args.model, address=args.address, device=args.compute_device, options=options, checkpoint=checkpoint,
+            window=args.window, overflow="drop",
+        )
+    import torch
+
+    from .session import Recognizer
+
+    # One intra-op thread: the event loop needs the other core (see BENCHMARKS.md, issue 16).
+    torch.set_num_threads(int(os.environ.get("OMP_NUM_THREADS", "1")))
+    spec = PipelineSpec(device=args.compute_device, options=options)
+    return Recognizer(checkpoint, options).shared(spec, window=args.window, overflow="drop")
+
+
+def cmd_serve(args: argparse.Namespace) -> int:
+    import asyncio
+    import logging
+
+    from .serve.server import ServeOptions, run
+
+    if args.address and not args.ray:
+        report("--address needs --ray")
+        return 2
+    token = None
+    if args.token_file:
+        try:
+            token = Path(args.token_file).read_text().strip()
+        except OSError as e:
+            report(f"--token-file: {e.strerror}: {args.token_file}")
+            return 2
+        if not token:
+            report(f"--token-file: empty: {args.token_file}")
+            return 2
+    logging.basicConfig(level=logging.WARNING, format="rnnstream: %(levelname)s: %(message)s")
+    options = ServeOptions(
+        host=args.host, port=args.port, max_clients=args.max_clients, token=token,
+        idle_timeout=args.idle_timeout or None, sample_rate=args.sample_rate, tick=args.tick_ms / 1000,
+    )
+    recognizer = _serve_recognizer(args)
+
+    def ready(server) -> None:
+        where = f"ws://{options.host}:{server.port}"
+        mode = "Ray" if args.ray else "in process"
+        print(f"rnnstream: serving {where} (page: http://{options.host}:{server.port}/, metrics: /metrics), {mode}",
+              file=sys.stderr, flush=True)
+
+    try:
+        asyncio.run(run(recognizer, options, on_ready=ready))
+    except OSError as e:  # the port is taken, the host is not ours
+        report(f"cannot listen on {options.host}:{options.port}: {e.strerror or e}")
+        return 1
+    finally:
+        recognizer.close()
+    print("rnnstream: stopped; every open stream got its final result", file=sys.stderr, flush=True)
+    return 0
+
+
 # ---------------------------------------------------------------------------------------------
 # the parser
 
@@ -253,10 +319,44 @@ def _add_batch(sub) -> None:
     p.set_defaults(func=cmd_batch)
 
 
+def _port(text: str) -> int:
+    value = non_negative_int(text)
+    if value > 65535:
+        raise argparse.ArgumentTypeError(f"a port is 0-65535, not {text}")
+    return value
+
+
+def _sample_rate(text: str) -> int:
+    from .serve.protocol import MAX_RATE, MIN_RATE
+
+    value = positive_int(text)
+    if not MIN_RATE <= value <= MAX_RATE:
+        raise argparse.ArgumentTypeError(f"must be {MIN_RATE}-{MAX_RATE} Hz, not {text}")
+    return value
+
+
+def _add_serve(sub) -> None:
+    p = sub.add_parser("serve", help="serve live streams over WebSocket (the Vosk protocol), a page at / and /metrics")
+    p.add_argument("--host", default="127.0.0.1", help="address to bind (default 127.0.0.1: this machine only)")
+    p.add_argument("--port", type=_port, default=2700, help="port (default 2700, the Vosk server's; 0: any free)")
+    add_model_args(p)
+    p.add_argument("--ray", action="store_true", help="recognize through a Ray pipeline (default: in this process)")
+    p.add_argument("--address", help="with --ray: an existing Ray cluster (host:port); default: start Ray here")
+    p.add_argument("--max-clients", type=positive_int, default=1000, help="refuse connections past this many (default 1000)")
+    p.add_argument("--token-file", help="a file holding a shared token clients must send (Bearer header or ?token=)")
+    p.add_argument("--idle-timeout", type=non_negative_int, default=30,
+                   help="seconds without a message before a stream is ended, its final sent (0: never; default 30)")
+    p.add_argument("--sample-rate", type=_sample_rate, default=8000,
+                   help="the rate of clients that send no config (default 8000, as the Vosk server)")
+    p.add_argument("--tick-ms", type=positive_int, default=40, help="at most one tick per this many ms (default 40)")
+    p.add_argument("--window", type=positive_int, default=4, help="ticks in flight at most (default 4)")
+    p.set_defaults(func=cmd_serve)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="rnnstream", description="Streaming LSTM-CTC speech recognition")
     sub = parser.add_subparsers(dest="command", required=True)
-    for add in (_add_transcribe, _add_listen, _add_batch):
+    for add in (_add_transcribe, _add_listen, _add_batch, _add_serve):
         add(sub)
     return parser
 

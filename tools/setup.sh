@@ -8,6 +8,7 @@ cd "$(dirname "$0")/.."
 packages=(libportaudio2)
 if [[ "${1:-}" == "--test" || "${1:-}" == "--dev" ]]; then
     packages+=(pulseaudio pulseaudio-utils libasound2-plugins alsa-utils sox)
+    packages+=(chromium chromium-driver)  # the browser test of `rnnstream serve`'s page (selenium, headless)
 fi
 if [[ "${1:-}" == "--dev" ]]; then  # training data and the peer system
     packages+=(espeak-ng flite festival festvox-kallpc16k festvox-kdlpc16k festvox-us-slt-hts)

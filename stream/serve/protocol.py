@@ -1,0 +1,114 @@
+"""The Vosk WebSocket protocol, as its server (alphacep/vosk-server websocket/asr_server.py) speaks it.
+
+Client -> server: an optional text `{"config": {"sample_rate": R, "words": true, "max_alternatives": 0,
+"phrase_list": [...]}}` before any audio; binary messages of 16-bit little-endian mono PCM at R; the text
+`{"eof" : 1}`. Server -> client: one answer per message, `{"partial": "..."}` or, when an utterance ends,
+`{"result": [{"word", "start", "end", "conf"}, ...], "text": "..."}` (`{"text": ...}` alone with words off), and
+at eof the last result, then the close. Anything else is a `ProtocolError` that names the close code: the only
+message a well-behaved Vosk client never sees is `{"error": "..."}`, sent just before such a close.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+
+import numpy as np
+
+from ..backend import Event
+
+# Close codes (RFC 6455 section 7.4.1): the client can tell a refusal from a bad message from a shutdown.
+NORMAL = 1000  # after the last result
+GOING_AWAY = 1001  # server shutting down, or the stream idle too long (its final is sent first)
+UNSUPPORTED = 1003  # text where audio was expected, audio after eof
+INVALID = 1007  # invalid JSON, odd byte count, a bad config
+POLICY = 1008  # wrong token, a client that reads nothing
+TOO_BIG = 1009  # a frame over max_size (closed by the websockets library itself)
+TRY_LATER = 1013  # server full
+
+# Rates outside this are a mistake, not a microphone (telephony is 8 kHz, studio 192 kHz; Vosk takes any float).
+MIN_RATE, MAX_RATE = 1000, 384_000
+
+
+class ProtocolError(Exception):
+    """Bad input: the connection gets `{"error": message}` and is closed with `code`."""
+
+    def __init__(self, message: str, code: int = INVALID):
+        super().__init__(message)
+        self.code = code
+
+
+@dataclass(frozen=True)
+class Config:
+    sample_rate: int
+    words: bool = True
+    max_alternatives: int = 0
+    phrase_list: tuple[str, ...] = ()  # accepted, not used: the decoding is the server's, shared by all streams
+
+
+@dataclass(frozen=True)
+class Eof:
+    pass
+
+
+Message = Config | Eof | np.ndarray
+
+
+def parse(message: str | bytes, config: Config, audio_started: bool) -> Message:
+    """One client message -> a new Config, Eof, or int16 samples; raises ProtocolError."""
+    if isinstance(message, bytes):
+        if len(message) % 2:
+            raise ProtocolError(f"odd number of bytes ({len(message)}): audio is 16-bit PCM", INVALID)
+        return np.frombuffer(message, dtype="<i2")
+    try:
+        obj = json.loads(message)
+    except ValueError:
+        raise ProtocolError("invalid JSON in a text message", INVALID) from None
+    if isinstance(obj, dict) and obj.keys() == {"eof"}:
+        return Eof()
+    if isinstance(obj, dict) and "config" in obj:
+        if audio_started:
+            raise ProtocolError("config after audio: send it before the first audio message", UNSUPPORTED)
+        return parse_config(obj["config"], config)
+    raise ProtocolError("text where audio was expected (binary PCM, a config first, or {\"eof\" : 1})", UNSUPPORTED)
+
+
+def parse_config(c: object, current: Config) -> Config:
+    if not isinstance(c, dict):
+        raise ProtocolError("config must be an object", INVALID)
+    if "sample_rate" not in c:
+        raise ProtocolError("config without sample_rate", INVALID)
+    rate = c["sample_rate"]
+    if isinstance(rate, bool) or not isinstance(rate, (int, float)) or rate != rate:
+        raise ProtocolError(f"sample_rate must be a number, not {json.dumps(rate)[:40]}", INVALID)
+    if not (MIN_RATE <= rate <= MAX_RATE) or rate != int(rate):
+        raise ProtocolError(f"absurd sample_rate {rate!r}: a whole number of Hz in {MIN_RATE}-{MAX_RATE}", INVALID)
+    words = c.get("words", current.words)
+    alternatives = c.get("max_alternatives", current.max_alternatives)
+    if alternatives not in (0, None):  # n-best lists are not what the shared pipeline decodes
+        raise ProtocolError("max_alternatives > 0 is not supported", INVALID)
+    phrases = c.get("phrase_list", current.phrase_list)
+    if not isinstance(phrases, (list, tuple)) or not all(isinstance(p, str) for p in phrases):
+        raise ProtocolError("phrase_list must be a list of strings", INVALID)
+    return Config(int(rate), bool(words), 0, tuple(phrases))
+
+
+def partial(text: str) -> str:
+    return json.dumps({"partial": text})
+
+
+def result(event: Event | None, words: bool = True) -> str:
+    """A final event as Vosk's Result; None: the empty result of an eof with nothing pending."""
+    if event is None:
+        return json.dumps({"text": ""})
+    if not words:
+        return json.dumps({"text": event.text})
+    ws = [
+        {"word": w.word, "start": round(w.start, 3), "end": round(w.end, 3), "conf": round(float(w.confidence), 6)}
+        for w in event.words
+    ]
+    return json.dumps({"result": ws, "text": event.text})
+
+
+def error(message: str) -> str:
+    return json.dumps({"error": message})

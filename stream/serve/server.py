@@ -1,0 +1,311 @@
+"""`rnnstream serve`: the Vosk WebSocket protocol over one shared recognizer, the page and /metrics on one port.
+
+Built on `websockets` (asyncio): a maintained, dependency-free implementation of RFC 6455 whose handshake hook
+(`process_request`) answers plain HTTP on the same port, so Vosk clients (ws://HOST:2700, path /), the page at
+`/` and Prometheus at `/metrics` share it; it enforces `max_size` before reading a frame and applies TCP
+backpressure per connection (`max_queue`). Invariants:
+- The event loop never waits for the model: recognition runs in the Hub's thread (stream.serve.hub).
+- One connection's trouble is its own: bad input is answered `{"error"}` and a close code on that connection
+  only; a client that reads nothing has a bounded queue of answers and is disconnected past it; audio past a
+  connection's bound is dropped and counted, never silently.
+- SIGTERM (or `shutdown`): stop accepting, end every open stream as at eof (its final result is sent), close
+  them with 1001, return.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hmac
+import logging
+import signal
+import sys
+import time
+from dataclasses import dataclass
+from importlib import resources
+from urllib.parse import parse_qs, urlsplit
+
+from websockets.asyncio.server import Server as WSServer
+from websockets.asyncio.server import ServerConnection, serve
+from websockets.datastructures import Headers
+from websockets.exceptions import ConnectionClosed
+from websockets.http11 import Request, Response
+
+from ..shared import SharedRecognizer
+from . import protocol
+from .hub import Close, Hub, Stream
+from .metrics import CONTENT_TYPE_LATEST, Metrics
+from .protocol import Config, Eof, ProtocolError
+
+log = logging.getLogger(__name__)
+
+SWITCH_INTERVAL = 0.0001
+
+STATIC = {  # path -> (file in stream/serve/static, content type)
+    "/": ("index.html", "text/html; charset=utf-8"),
+    "/index.html": ("index.html", "text/html; charset=utf-8"),
+    "/app.js": ("app.js", "text/javascript; charset=utf-8"),
+    "/pcm-worklet.js": ("pcm-worklet.js", "text/javascript; charset=utf-8"),
+}
+
+
+@dataclass(frozen=True)
+class ServeOptions:
+    host: str = "127.0.0.1"
+    port: int = 2700  # the Vosk server's port
+    max_clients: int = 1000
+    token: str | None = None
+    idle_timeout: float | None = 30.0  # seconds without a message before the stream is ended (its final sent)
+    sample_rate: int = 8000  # without a config message: the Vosk server's default (VOSK_SAMPLE_RATE)
+    max_message: int = 1 << 22  # bytes per frame: 131 s of 16 kHz PCM; a 100 MB frame is closed with 1009
+    max_queued: float = 10.0  # seconds of a connection's audio waiting for the hub past which it is dropped
+    max_unread: int = 200  # answers queued to a client that reads nothing (~20 s of 100 ms messages)
+    tick: float = 0.04  # seconds between ticks at most once per: larger batches, ~tick/2 more latency
+
+
+class Server:
+    """The WebSocket server over `recognizer` (a SharedRecognizer: in process or on Ray)."""
+
+    def __init__(self, recognizer: SharedRecognizer, options: ServeOptions = ServeOptions()):
+        self.recognizer, self.options = recognizer, options
+        self.metrics = Metrics()
+        self.connections: set[Connection] = set()
+        self.stopping = False
+        self.hub: Hub | None = None
+        self._ws: WSServer | None = None
+        self._static = {path: _static(name) for path, (name, _) in STATIC.items()}
+
+    @property
+    def port(self) -> int:
+        return self._ws.sockets[0].getsockname()[1]
+
+    async def start(self) -> None:
+        # The hub thread gives up the GIL at every torch call and the loop, always busy under load, keeps it for a
+        # whole switch interval (5 ms by default) before handing back: hundreds of such waits per tick made a
+        # tick take seconds at 500 clients (BENCHMARKS.md, issue 16). 0.5 ms bounds that wait.
+        sys.setswitchinterval(min(sys.getswitchinterval(), SWITCH_INTERVAL))
+        self.hub = Hub(self.recognizer, asyncio.get_running_loop(), self.metrics, self.options.tick)
+        self.hub.start()
+        self._ws = await serve(
+            self._handle, self.options.host, self.options.port,
+            process_request=self._http, max_size=self.options.max_message,
+            ping_interval=20, ping_timeout=20, close_timeout=5,
+            # 32 frames (3 s of 100 ms messages) read ahead, then TCP backpressure on that client alone.
+            max_queue=32,
+            # No permessage-deflate: PCM barely compresses, and inflating it was the loop's largest cost (a
+            # third of its CPU at 200 clients, py-spy). Clients that offer it fall back to plain frames.
+            compression=None,
+        )
+
+    async def serve_until_signal(self) -> None:
+        loop = asyncio.get_running_loop()
+        stop = asyncio.Event()
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(sig, stop.set)
+        await stop.wait()
+        await self.shutdown()
+
+    async def shutdown(self, timeout: float = 30.0) -> None:
+        """Stop accepting, send every open stream's final result, close them (1001), stop the hub."""
+        self.stopping = True
+        self._ws.close(close_connections=False)  # new handshakes get HTTP 503
+        now = time.monotonic()
+        for c in list(self.connections):
+            c.end(now, Close(protocol.GOING_AWAY, "server shutting down"))
+        try:
+            await asyncio.wait_for(self._ws.wait_closed(), timeout)
+        except TimeoutError:
+            log.warning("shutdown: %d connections still open after %.0f s", len(self.connections), timeout)
+        self.hub.stop()
+
+    # -- HTTP on the same port
+
+    def _http(self, connection: ServerConnection, request: Request) -> Response | None:
+        if request.headers.get("Upgrade", "").lower() == "websocket":
+            return None  # the WebSocket handshake (Vosk clients: any path)
+        path = urlsplit(request.path).path
+        if path == "/metrics":
+            return _response(connection, 200, self.metrics.text(), CONTENT_TYPE_LATEST)
+        if path in self._static:
+            return _response(connection, 200, self._static[path], STATIC[path][1])
+        return _response(connection, 404, b"not found\n", "text/plain; charset=utf-8")
+
+    # -- connections
+
+    async def _handle(self, ws: ServerConnection) -> None:
+        refusal = self._refusal(ws)
+        if refusal is not None:
+            reason, close = refusal
+            self.metrics.refused.labels(reason=reason).inc()
+            try:
+                await ws.send(protocol.error(close.reason))
+            except ConnectionClosed:
+                return
+            await _close(ws, close)
+            return
+        conn = Connection(self, ws)
+        self.connections.add(conn)
+        self.metrics.clients.inc()
+        self.metrics.open_streams.inc()
+        try:
+            await conn.run()
+        finally:
+            self.connections.discard(conn)
+            self.metrics.open_streams.dec()
+
+    def _refusal(self, ws: ServerConnection) -> tuple[str, Close] | None:
+        if self.stopping:
+            return "shutting_down", Close(protocol.GOING_AWAY, "server shutting down")
+        if self.options.token is not None and not hmac.compare_digest(_token(ws.request), self.options.token):
+            return "token", Close(protocol.POLICY, "invalid token")
+        if len(self.connections) >= self.options.max_clients:
+            return "full", Close(protocol.TRY_LATER, f"server full ({self.options.max_clients} clients)")
+        return None
+
+
+class Connection:
+    """One client: messages in (parsed on the loop, handed to the hub), answers out (a sender task)."""
+
+    def __init__(self, server: Server, ws: ServerConnection):
+        self.server, self.ws, self.hub, self.metrics = server, ws, server.hub, server.metrics
+        self.options = server.options
+        self.config = Config(self.options.sample_rate)
+        self.stream: Stream | None = None
+        self.ended = False  # eof sent to the hub: nothing more is accepted
+        self.outbox: asyncio.Queue = asyncio.Queue()
+        self.slow = False
+
+    async def run(self) -> None:
+        sender = asyncio.create_task(self._send())
+        try:
+            await self._receive()
+        finally:
+            if self.stream is not None and not self.ended:
+                self.hub.abort(self.stream)  # the client went away mid-utterance: free its slot
+            if not self.ended:
+                self.outbox.put_nowait(None)
+            await sender
+
+    async def _receive(self) -> None:
+        idle = self.options.idle_timeout
+        while True:
+            try:
+                async with asyncio.timeout(idle if not self.ended else None):
+                    message = await self.ws.recv()
+            except TimeoutError:
+                self.metrics.disconnected.labels(reason="idle").inc()
+                self.end(time.monotonic(), Close(protocol.GOING_AWAY, f"idle for {idle:g} s"))
+                continue
+            except ConnectionClosed:
+                return
+            mark = time.monotonic()
+            try:
+                self._message(message, mark)
+            except ProtocolError as e:
+                self._fail(str(e), e.code)
+                return
+
+    def _message(self, message: str | bytes, mark: float) -> None:
+        if self.ended:
+            if self.stream is not None and self.stream.closed:
+                return  # the stream is over (idle, shutdown): late input is moot
+            raise ProtocolError("input after eof", protocol.UNSUPPORTED)
+        m = protocol.parse(message, self.config, self.stream is not None)
+        if isinstance(m, Config):
+            self.config = m  # answered with nothing, as by the Vosk server
+            return
+        if isinstance(m, Eof):
+            self.end(mark, Close(protocol.NORMAL, ""))
+            return
+        s = self._open()
+        if s.queued_seconds > self.options.max_queued:  # the hub is behind: drop this message's audio, counted
+            self.metrics.dropped.inc(len(m) / s.rate)
+            m = m[:0]
+        self.metrics.heard(len(m) / s.rate)
+        self.hub.audio(s, m, mark)
+
+    def _open(self) -> Stream:
+        if self.stream is None:
+            self.stream = Stream(self.config.sample_rate, self.config.words, self._deliver)
+        return self.stream
+
+    def end(self, mark: float, close: Close) -> None:
+        """The stream ends here (client eof, idle, shutdown): its last result, then `close`."""
+        if self.ended:
+            return
+        self.ended = True
+        self.hub.eof(self._open(), mark, close)
+
+    def _fail(self, message: str, code: int) -> None:
+        self.metrics.errors.labels(reason="input").inc()
+        if self.stream is not None and not self.ended:
+            self.hub.abort(self.stream)
+        self.ended = True
+        self.outbox.put_nowait(protocol.error(message))
+        self.outbox.put_nowait(Close(code, message))
+
+    def _deliver(self, answers: list[str], close: Close | None) -> None:
+        """From the hub, on the loop: queue the answers; a client that reads nothing is cut off, not waited for."""
+        if self.slow:
+            return
+        if self.outbox.qsize() + len(answers) > self.options.max_unread:
+            self.slow = True
+            self.metrics.dropped_answers.inc(self.outbox.qsize() + len(answers))
+            self.metrics.disconnected.labels(reason="slow").inc()
+            if self.stream is not None and not self.ended:
+                self.hub.abort(self.stream)
+            self.ended = True
+            asyncio.ensure_future(_close(self.ws, Close(protocol.POLICY, "client reads too slowly")))
+            return
+        for a in answers:
+            self.outbox.put_nowait(a)
+        if close is not None:
+            self.outbox.put_nowait(close)
+
+    async def _send(self) -> None:
+        while True:
+            item = await self.outbox.get()
+            if item is None:
+                return
+            if isinstance(item, Close):
+                await _close(self.ws, item)
+                return
+            try:
+                await self.ws.send(item)
+            except ConnectionClosed:
+                return
+
+
+async def _close(ws: ServerConnection, close: Close) -> None:
+    # A close reason is at most 123 bytes (RFC 6455 5.5: control frames carry 125).
+    await ws.close(close.code, close.reason.encode()[:123].decode(errors="ignore"))
+
+
+def _token(request: Request) -> str:
+    auth = request.headers.get("Authorization", "")
+    if auth.lower().startswith("bearer "):
+        return auth[7:].strip()
+    return parse_qs(urlsplit(request.path).query).get("token", [""])[0]
+
+
+def _static(name: str) -> bytes:
+    return resources.files("stream.serve").joinpath("static", name).read_bytes()
+
+
+def _response(connection: ServerConnection, status: int, body: bytes, content_type: str) -> Response:
+    response = connection.respond(status, "")
+    headers = Headers(
+        [(k, v) for k, v in response.headers.raw_items() if k.lower() not in ("content-type", "content-length")]
+    )
+    headers["Content-Type"] = content_type
+    headers["Content-Length"] = str(len(body))
+    headers["Cache-Control"] = "no-store"
+    return Response(response.status_code, response.reason_phrase, headers, body)
+
+
+async def run(recognizer: SharedRecognizer, options: ServeOptions, on_ready=None) -> None:
+    """Serve until SIGTERM/SIGINT, then shut down cleanly (the caller closes the recognizer)."""
+    server = Server(recognizer, options)
+    await server.start()
+    if on_ready is not None:
+        on_ready(server)
+    await server.serve_until_signal()

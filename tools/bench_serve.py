@@ -1,0 +1,218 @@
+"""Load on `rnnstream serve`: N concurrent Vosk clients over WebSocket at 1x real time, on 127.0.0.1.
+
+    python -m tools.bench_serve INPUTS... --clients N [--seconds S] [--ray] [--message-ms 100]
+
+Starts `rnnstream serve` in a process of its own (in process, or with --ray), then N clients in this one, each
+replaying the tape of tools.bench_pipeline (real recordings as utterances with 1.5 s pauses) from its own
+offset, in `--message-ms` messages at 1x speed with staggered starts, then eof. Measured at the client, per
+answer (the Vosk protocol answers each message, in order):
+- partial_ms: a message sent -> its partial answer received;
+- result_ms: a message sent -> its answer received, for answers that are results (an utterance ended);
+- final_after_speech_ms: the audio of an utterance's last word sent -> its result received; it includes the
+  endpoint rule's trailing silence (1.2 s after speech), which is the protocol's, not the server's, delay;
+- eof_final_ms: eof sent -> the last result received.
+The first `--warmup` seconds are left out. Traffic goes to 127.0.0.1 only, bounded in clients and seconds.
+Prints one JSON summary line last. `python -m tools.bench_pipeline streams` is the same streams without the
+network, for the ratio.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import re
+import subprocess
+import sys
+import threading
+import time
+import urllib.request
+from pathlib import Path
+
+import numpy as np
+
+from stream.cli import positive_int
+from tools.bench_pipeline import _tape
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+async def _echo(port: int) -> None:
+    """--echo: a server that answers every message at once with an empty partial (eof: an empty result), no
+    recognizer: what the network, the protocol and these clients cost alone on this machine."""
+    from websockets.asyncio.server import serve
+
+    async def handle(ws) -> None:
+        async for m in ws:
+            if isinstance(m, str) and "eof" in m:
+                await ws.send('{"text": ""}')
+                return
+            if isinstance(m, bytes):
+                await ws.send('{"partial": ""}')
+
+    async with serve(handle, "127.0.0.1", port, compression=None, max_size=None) as server:
+        print(f"echo serving ws://127.0.0.1:{server.sockets[0].getsockname()[1]}", file=sys.stderr, flush=True)
+        await asyncio.Future()
+
+
+def _start_server(args: argparse.Namespace) -> tuple[subprocess.Popen, str]:
+    if args.echo:
+        cmd = [sys.executable, "-c", "import asyncio, tools.bench_serve as b; asyncio.run(b._echo(0))"]
+    else:
+        cmd = [sys.executable, "-m", "stream.cli", "serve", "--port", "0", "--model", args.model, "--idle-timeout", "0",
+               "--max-clients", str(args.clients + 10), "--tick-ms", str(args.tick_ms)]
+        if args.beam is not None:
+            cmd += ["--beam", str(args.beam)]
+        if args.ray:
+            cmd += ["--ray"] + (["--address", args.address] if args.address else [])
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(REPO)}
+    proc = subprocess.Popen(cmd, stderr=subprocess.PIPE, text=True, env=env, cwd=REPO)
+    deadline = time.monotonic() + 300
+    while time.monotonic() < deadline:
+        line = proc.stderr.readline()
+        if not line and proc.poll() is not None:
+            raise SystemExit("bench_serve: the server exited before serving")
+        if m := re.search(r"ws://[\d.]+:\d+", line):
+            # Keep reading its stderr (a full pipe would stop the server), and show it.
+            threading.Thread(target=lambda: [sys.stderr.write(x) for x in proc.stderr], daemon=True).start()
+            return proc, m.group(0)
+    proc.kill()
+    raise SystemExit("bench_serve: the server did not start")
+
+
+async def _client(url: str, tape: np.ndarray, rate: int, offset: int, start: float, args, out: dict) -> None:
+    from websockets.asyncio.client import connect
+    from websockets.exceptions import ConnectionClosed
+
+    size = rate * args.message_ms // 1000
+    n = max(1, int(args.seconds * 1000 // args.message_ms))
+    sent: list[float] = []
+    await asyncio.sleep(max(0.0, start - time.monotonic()))
+    try:
+        async with connect(url, max_size=None, open_timeout=60, close_timeout=30) as ws:
+            await ws.send(json.dumps({"config": {"sample_rate": rate}}))
+            t0 = time.monotonic()
+            eof_at: list[float] = []
+
+            async def read() -> None:
+                k, last = 0, None
+                async for m in ws:
+                    now = time.monotonic()
+                    a = json.loads(m)
+                    if k < len(sent) and not eof_at:
+                        kind = "partial" if "partial" in a else "result"
+                        if sent[k] - out["t0"] >= args.warmup:
+                            out[kind].append(now - sent[k])
+                        k += 1
+                    if a.get("result"):
+                        end = t0 + a["result"][-1]["end"]
+                        if end - out["t0"] >= args.warmup:
+                            out["after_speech"].append(now - end)
+                    if eof_at and "text" in a:
+                        last = now
+                if eof_at and last is not None:
+                    out["eof"].append(last - eof_at[0])
+
+            reader = asyncio.create_task(read())
+            for i in range(n):
+                await asyncio.sleep(max(0.0, t0 + i * args.message_ms / 1000 - time.monotonic()))
+                j = (offset + i * size) % (len(tape) - size)
+                sent.append(time.monotonic())
+                await ws.send(tape[j : j + size].tobytes())
+            eof_at.append(time.monotonic())
+            await ws.send('{"eof" : 1}')
+            await asyncio.wait_for(reader, 120)
+            out["codes"].append(ws.close_code)
+            out["messages"] += n
+    except (ConnectionClosed, OSError, TimeoutError) as e:
+        out["failed"].append(type(e).__name__)
+
+
+def _pct(xs: list[float]) -> dict:
+    if not xs:
+        return {"n": 0}
+    a = np.array(xs) * 1000
+    return {"n": len(a), **{f"p{q}": round(float(np.percentile(a, q)), 1) for q in (50, 95, 99)},
+            "max": round(float(a.max()), 1)}
+
+
+def _scrape(url: str, echo: bool = False) -> dict:
+    text = "" if echo else urllib.request.urlopen(url.replace("ws://", "http://") + "/metrics", timeout=30).read().decode()
+    pick = {}
+    for name in ("dropped_audio_seconds_total", "tick_streams_sum", "tick_streams_count", "real_time_factor",
+                 "ticks_total", "audio_seconds_total"):
+        m = re.search(rf"^rnnstream_serve_{name} (\S+)", text, re.M)
+        pick[name] = float(m.group(1)) if m else None
+    return pick
+
+
+async def _run(args, url: str) -> dict:
+    tape, rate = _tape(args.inputs, pause=args.pause)
+    size = rate * args.message_ms // 1000
+    out = {"partial": [], "result": [], "after_speech": [], "eof": [], "codes": [], "failed": [], "messages": 0,
+           "t0": time.monotonic() + 1.0}
+    # Starts staggered over one message (as bench_pipeline), connections opened over the first second.
+    starts = out["t0"] + np.arange(args.clients) / args.clients * max(1.0, args.message_ms / 1000)
+    offsets = (np.arange(args.clients) * 7919 * size) % (len(tape) - size)
+    metrics_before = _scrape(url, args.echo)
+    await asyncio.gather(*(_client(url, tape, rate, int(o), s, args, out) for o, s in zip(offsets, starts)))
+    after = _scrape(url, args.echo)
+    ticks = (after["tick_streams_count"] or 0) - (metrics_before["tick_streams_count"] or 0)
+    batch = ((after["tick_streams_sum"] or 0) - (metrics_before["tick_streams_sum"] or 0)) / max(ticks, 1)
+    return {
+        "mode": "echo" if args.echo else "ray" if args.ray else "in-process",
+        "clients": args.clients,
+        "seconds": args.seconds,
+        "message_ms": args.message_ms,
+        "completed": len(out["codes"]),
+        "normal_closes": sum(c == 1000 for c in out["codes"]),
+        "failed": len(out["failed"]),
+        "partial_ms": _pct(out["partial"]),
+        "result_ms": _pct(out["result"]),
+        "final_after_speech_ms": _pct(out["after_speech"]),
+        "eof_final_ms": _pct(out["eof"]),
+        "realtime_held": bool(out["partial"] and np.percentile(out["partial"], 95) <= args.budget_ms / 1000),
+        "server_ticks": int(ticks),
+        "streams_per_tick": round(batch, 1),
+        "dropped_audio_seconds": after["dropped_audio_seconds_total"],
+        "load_avg": round(os.getloadavg()[0], 2),
+    }
+
+
+def build_parser() -> argparse.ArgumentParser:
+    from stream.cli import add_model_args
+
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("inputs", nargs="+", metavar="INPUT", help="audio files, directories, globs or manifests")
+    p.add_argument("--clients", type=positive_int, default=100)
+    p.add_argument("--seconds", type=float, default=20.0, help="audio each client sends (default 20)")
+    p.add_argument("--message-ms", type=positive_int, default=100, help="audio per message (default 100)")
+    p.add_argument("--warmup", type=float, default=3.0, help="seconds left out of the percentiles")
+    p.add_argument("--budget-ms", type=float, default=300.0)
+    p.add_argument("--pause", type=float, default=1.5)
+    p.add_argument("--ray", action="store_true")
+    p.add_argument("--echo", action="store_true", help="no recognizer: a server answering at once (the network's cost)")
+    p.add_argument("--address")
+    p.add_argument("--tick-ms", type=positive_int, default=40)
+    add_model_args(p)
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    proc, url = _start_server(args)
+    try:
+        summary = asyncio.run(_run(args, url))
+    finally:
+        proc.terminate()
+        try:
+            proc.wait(120)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+    print(json.dumps(summary), flush=True)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
