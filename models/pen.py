@@ -180,35 +180,37 @@ class PenFrontEnd:
     def _close(self) -> list[float]:
         """The open frame's values; pen-down frames first move the running estimates (causal: this frame and
         the ink before it)."""
-        c, d = self.cfg, self.decay
         down = self.f_down or self.down  # the pen rests on the paper through the frame
+        if not down:  # pen-up: nothing moves, no estimate changes (most frames of a resting pen: kept cheap)
+            row = [0.0] * PenExtractor.dim
+            if self.f_end and self.w > 0.0:
+                row[7] = 1.0
+            self._reset_frame()
+            return row
+        c, d = self.cfg, self.decay
         y = self.pos[1]
-        if down:
-            self.w = d * self.w + 1.0
-            self.sy = d * self.sy + y
-            self.syy = d * self.syy + y * y
-            self.sl = d * self.sl + self.f_path
-            if abs(self.f_dy) > 2.0 * abs(self.f_dx) and self.f_dy != 0.0:  # near-vertical travel shows the slant
-                self.sxy = d * self.sxy + self.f_dx * self.f_dy
-                self.sdd = d * self.sdd + self.f_dy * self.f_dy
-        row = [0.0] * PenExtractor.dim
-        if self.w > 0.0:
-            mean = self.sy / self.w
-            var = max(self.syy / self.w - mean * mean, 0.0)
-            prior = (self.sl / self.w / self.T * c.prior_size_seconds) ** 2
-            size = math.sqrt((self.w * var + self.prior_w * prior) / (self.w + self.prior_w))
-            if size > 0.0:
-                slant = max(-1.0, min(1.0, self.sxy / (self.sdd + c.slant_prior * size * size)))
-                dx, dy = (self.f_dx - slant * self.f_dy) / size, self.f_dy / size
-                jx, jy = (self.f_jx - slant * self.f_jy) / size, self.f_jy / size
-                norm = math.hypot(dx, dy)
-                row = [
-                    float(down), dx, dy, self.f_path / size, jx, jy, float(self.f_start), float(self.f_end),
-                    (y - mean) / size if down else 0.0,
-                    dx / norm if norm > 1e-6 else 0.0, dy / norm if norm > 1e-6 else 0.0,
-                ]
-                row = [max(-c.clip, min(c.clip, v)) for v in row]
-        if not any(row) and down:
-            row[0] = 1.0
+        self.w = d * self.w + 1.0
+        self.sy = d * self.sy + y
+        self.syy = d * self.syy + y * y
+        self.sl = d * self.sl + self.f_path
+        if abs(self.f_dy) > 2.0 * abs(self.f_dx) and self.f_dy != 0.0:  # near-vertical travel shows the slant
+            self.sxy = d * self.sxy + self.f_dx * self.f_dy
+            self.sdd = d * self.sdd + self.f_dy * self.f_dy
+        row = [1.0] + [0.0] * (PenExtractor.dim - 1)
+        mean = self.sy / self.w
+        var = max(self.syy / self.w - mean * mean, 0.0)
+        prior = (self.sl / self.w / self.T * c.prior_size_seconds) ** 2
+        size = math.sqrt((self.w * var + self.prior_w * prior) / (self.w + self.prior_w))
+        if size > 0.0:
+            lim = c.clip
+            slant = max(-1.0, min(1.0, self.sxy / (self.sdd + c.slant_prior * size * size)))
+            dx, dy = (self.f_dx - slant * self.f_dy) / size, self.f_dy / size
+            norm = math.hypot(dx, dy)
+            row = [
+                1.0, max(-lim, min(lim, dx)), max(-lim, min(lim, dy)), min(lim, self.f_path / size),
+                max(-lim, min(lim, (self.f_jx - slant * self.f_jy) / size)), max(-lim, min(lim, self.f_jy / size)),
+                float(self.f_start), float(self.f_end), max(-lim, min(lim, (y - mean) / size)),
+                dx / norm if norm > 1e-6 else 0.0, dy / norm if norm > 1e-6 else 0.0,
+            ]
         self._reset_frame()
         return row
