@@ -97,6 +97,9 @@ def evaluate(model: str, seed: int = 0, words: int = 0, lexicon_words: int = 500
         "cer": _cer(refs, hyps), "cer_folded": _cer(refs, hyps, fold=True),
         "wer": float(np.mean([r != h for r, h in zip(refs, hyps)])),
         "wer_folded": float(np.mean([r.lower() != h.lower() for r, h in zip(refs, hyps)])),
+        # where in the word the errors are: the running size/baseline estimates start from nothing
+        "first_letter_wrong_folded": float(np.mean([r[:1].lower() != h[:1].lower() for r, h in zip(refs, hyps)])),
+        "last_letter_wrong_folded": float(np.mean([r[-1:].lower() != h[-1:].lower() for r, h in zip(refs, hyps)])),
         "seconds_front_end_and_model": round(model_seconds, 1),
         "examples": [[r, h] for r, h in list(zip(refs, hyps))[:40]],
     }

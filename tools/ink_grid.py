@@ -40,7 +40,7 @@ def pick_words(n: int, seed: int) -> list[tuple[np.ndarray, str, str]]:
 
 def draw(samples: list[tuple[np.ndarray, str, str]], reads: list[str], out: str | Path, cols: int = 6) -> Path:
     rows = -(-len(samples) // cols)
-    fig, axes = plt.subplots(rows, cols, figsize=(cols * 2.4, rows * 1.6))
+    fig, axes = plt.subplots(rows, cols, figsize=(cols * 2.4, rows * 1.9))
     for ax in np.ravel(axes):
         ax.axis("off")
     for ax, (points, label, _), read in zip(np.ravel(axes), samples, reads):
@@ -55,7 +55,8 @@ def draw(samples: list[tuple[np.ndarray, str, str]], reads: list[str], out: str 
         ax.set_aspect("equal")
         ax.invert_yaxis()  # y points down
         ok = read == label
-        ax.set_title(f"{label}\n{read or '(nothing)'}", fontsize=8, color="darkgreen" if ok else "firebrick", y=-0.45)
+        ax.text(0.5, -0.08, f"{label}\n{read or '(nothing)'}", transform=ax.transAxes, ha="center", va="top",
+                fontsize=8, color="darkgreen" if ok else "firebrick")
     fig.tight_layout()
     fig.savefig(out, dpi=72)
     plt.close(fig)
