@@ -229,3 +229,22 @@ def test_batch_driver_in_process_on_ink_files(tiny_pen, uci_ink, tmp_path):
     recognizer = Recognizer.load(tiny_pen, device="cpu")
     for f in files:  # the batch's text is the file's own transcript
         assert rows[f]["text"] == transcribe_file(recognizer, f).text
+
+
+def test_a_long_pen_up_ends_the_line(tiny_pen, uci_ink):
+    """The ink endpoint: pen-up frames are blank steps, so the back end's silence rule ends the line."""
+    from stream.backend import EndpointConfig
+    from stream.session import Recognizer
+    from stream.transcribe import transcribe_array
+
+    recognizer = Recognizer.load(tiny_pen, device="cpu", endpoint=EndpointConfig(silence_after_speech=1.0))
+    read = [(p, e) for p, _ in uci_ink if (e := [x for x in transcribe_array(recognizer, p) if x.type == "final"])]
+    (a, _), (b, _) = read[:2]
+    for gap, lines in ((3.0, 2), (0.2, 1)):
+        second = b.copy()
+        second[:, 0] += a[:, 0].max() + 1.0 - b[:, 0].min()
+        second[:, 2] += a[-1, 2] + gap - b[0, 2]
+        finals = [e for e in transcribe_array(recognizer, np.concatenate([a, second])) if e.type == "final"]
+        assert len(finals) == lines, (gap, finals)
+        if lines == 2:
+            assert finals[1].start >= a[-1, 2] + gap - 0.1  # times are ink seconds from the first point
