@@ -10,6 +10,7 @@ from __future__ import annotations
 import atexit
 import math
 import shutil
+import string
 import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -28,6 +29,12 @@ class DecodeOptions:
     lm: str | None = None  # KenLM binary or ARPA file (word-level with a lexicon)
     lm_weight: float = 2.0
     word_score: float = 0.0
+    charset: str | None = None  # a CHARSETS name: the only characters the output may hold (None: any)
+
+
+# `--charset`: a field that takes only digits or letters. Blank and the word boundary are always allowed.
+CHARSETS = {"digits": string.digits, "upper": string.ascii_uppercase, "lower": string.ascii_lowercase,
+            "letters": string.ascii_letters, "all": None}
 
 
 @dataclass(frozen=True)
@@ -210,7 +217,37 @@ def write_lexicon(words: list[str], tokenizer: Tokenizer, path: str | Path) -> P
     return Path(path)
 
 
-def make_decoder(tokenizer: Tokenizer, step_seconds: float, options: DecodeOptions) -> GreedyDecoder | BeamDecoder:
-    if options.beam > 0:
-        return BeamDecoder(tokenizer, step_seconds, options)
-    return GreedyDecoder(tokenizer, step_seconds)
+def charset_mask(tokenizer: Tokenizer, charset: str | None) -> torch.Tensor | None:
+    """Added to log-probabilities: 0 for the tokens `charset` allows (and blank, boundary), -1e4 for the rest
+    (finite: flashlight's beam scores stay numbers); None when everything is allowed."""
+    if charset not in CHARSETS:
+        raise ValueError(f"unknown charset {charset!r} (known: {', '.join(CHARSETS)})")
+    allowed = CHARSETS[charset]
+    if allowed is None:
+        return None
+    keep = [i in (tokenizer.blank, tokenizer.boundary) or t in allowed for i, t in enumerate(tokenizer.tokens)]
+    return torch.where(torch.tensor(keep), 0.0, -1e4)
+
+
+class RestrictedDecoder:
+    """Either decoder, fed log-probabilities with the disallowed characters masked out."""
+
+    def __init__(self, decoder: GreedyDecoder | BeamDecoder, mask: torch.Tensor):
+        self.decoder, self.mask = decoder, mask
+
+    def accept(self, log_probs: torch.Tensor, first_step: int) -> None:
+        self.decoder.accept(log_probs + self.mask.to(log_probs.device, log_probs.dtype), first_step)
+
+    def partial(self) -> Hypothesis:
+        return self.decoder.partial()
+
+    def finish(self) -> Hypothesis:
+        return self.decoder.finish()
+
+
+def make_decoder(
+    tokenizer: Tokenizer, step_seconds: float, options: DecodeOptions
+) -> GreedyDecoder | BeamDecoder | RestrictedDecoder:
+    decoder = BeamDecoder(tokenizer, step_seconds, options) if options.beam > 0 else GreedyDecoder(tokenizer, step_seconds)
+    mask = charset_mask(tokenizer, options.charset) if options.charset else None
+    return decoder if mask is None else RestrictedDecoder(decoder, mask)

@@ -22,7 +22,7 @@ import numpy as np
 import torch
 
 # name -> "module:Extractor class"; imported when a checkpoint names it.
-FRONT_ENDS = {"logmel": "models.features:LogMelExtractor"}
+FRONT_ENDS = {"logmel": "models.features:LogMelExtractor", "pen": "models.pen:PenExtractor"}
 DEFAULT_FRONT_END = "logmel"  # checkpoints from before front ends had names are log-mel audio models
 
 

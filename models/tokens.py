@@ -3,11 +3,15 @@
 from __future__ import annotations
 
 import re
+import string
 import unicodedata
 
 BLANK = "<blank>"
 WORD_BOUNDARY = "|"
 CHARACTERS = [BLANK, WORD_BOUNDARY, *"abcdefghijklmnopqrstuvwxyz'"]
+# Handwriting: both cases, digits and the common punctuation (what UNIPEN's words hold but for rare signs).
+PUNCTUATION = ".,'-()/\":;!?&+"
+PEN_CHARACTERS = [BLANK, WORD_BOUNDARY, *string.ascii_lowercase, *string.ascii_uppercase, *string.digits, *PUNCTUATION]
 
 
 def normalize_text(text: str) -> str:
@@ -17,7 +21,15 @@ def normalize_text(text: str) -> str:
     return " ".join(w.strip("'") for w in text.split() if w.strip("'"))
 
 
+def normalize_cased(text: str) -> str:
+    """ASCII with case and punctuation kept, single spaces: what a cased (handwriting) token set spells."""
+    return " ".join(unicodedata.normalize("NFKD", text).encode("ascii", "ignore").decode().split())
+
+
 class Tokenizer:
+    """A token set; one with upper-case letters is cased (text kept as written), else text is lower-cased
+    (`normalize_text`, as the speech models were trained)."""
+
     def __init__(self, tokens: list[str]):
         if not tokens or tokens[0] != BLANK or WORD_BOUNDARY not in tokens:
             raise ValueError(f"a token set starts with {BLANK!r} and contains {WORD_BOUNDARY!r}")
@@ -27,6 +39,10 @@ class Tokenizer:
         self._index = {t: i for i, t in enumerate(tokens)}
         self.blank = 0
         self.boundary = self._index[WORD_BOUNDARY]
+        self.cased = any(len(t) == 1 and t.isupper() for t in tokens)
+
+    def normalize(self, text: str) -> str:
+        return normalize_cased(text) if self.cased else normalize_text(text)
 
     def __len__(self) -> int:
         return len(self.tokens)
@@ -34,7 +50,7 @@ class Tokenizer:
     def encode(self, text: str) -> list[int]:
         """Normalised text -> ids, words joined by the boundary token; unknown characters are an error."""
         ids = []
-        for i, word in enumerate(normalize_text(text).split()):
+        for i, word in enumerate(self.normalize(text).split()):
             if i:
                 ids.append(self.boundary)
             try:

@@ -56,6 +56,8 @@ def add_model_args(p: argparse.ArgumentParser) -> None:
                    help="lexicon file for beam search (words the output may contain); 'none': no lexicon")
     p.add_argument("--lm", type=existing_file, help="KenLM language model for beam search")
     p.add_argument("--compute-device", default=None, help="torch device for the model (default: cuda if present)")
+    p.add_argument("--charset", choices=["digits", "upper", "lower", "letters", "all"],
+                   help="the only characters the output may hold (fields of digits or letters; default: all)")
 
 
 def checkpoint_and_options(args: argparse.Namespace, device: str | None = "cpu"):
@@ -66,7 +68,12 @@ def checkpoint_and_options(args: argparse.Namespace, device: str | None = "cpu")
     from .session import default_device
 
     checkpoint = load_checkpoint(args.model, device or default_device())
-    return checkpoint, resolve_options(checkpoint, beam=args.beam, lexicon=args.lexicon, lm=args.lm)
+    options = resolve_options(checkpoint, beam=args.beam, lexicon=args.lexicon, lm=args.lm)
+    if getattr(args, "charset", None) not in (None, "all"):
+        from dataclasses import replace
+
+        options = replace(options, charset=args.charset)
+    return checkpoint, options
 
 
 def load_recognizer(args: argparse.Namespace):

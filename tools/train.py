@@ -115,6 +115,10 @@ def ctc_loss(model: AcousticModel, batch: Batch, device: torch.device, augment: 
 
 
 def _configs(cfg: dict) -> tuple[FeatureConfig, Tokenizer, ModelConfig]:
+    if cfg.get("frontend", "logmel") == "pen":  # a handwriting model (tools/ink_data.py)
+        from tools.ink_data import pen_configs
+
+        return pen_configs(cfg, _dataclass)
     fcfg = _dataclass(FeatureConfig, cfg.get("features"))
     tokenizer = Tokenizer(cfg.get("tokens", CHARACTERS))
     derived = {"n_mels": fcfg.n_mels, "n_tokens": len(tokenizer), "feature_floor": math.log(fcfg.log_floor)}
@@ -134,6 +138,15 @@ def augment_config(cfg: dict) -> AugmentConfig | None:
 
 def batch_stream(cfg: dict, logmel: LogMel, tokenizer: Tokenizer, augment: AugmentConfig | None) -> BatchStream:
     data = _dataclass(DataConfig, cfg["data"])
+    if cfg.get("frontend", "logmel") == "pen":  # ink items, the same batching (`logmel` is the PenConfig here)
+        from models.pen import PenExtractor
+        from tools.ink_augment import InkAugmentConfig
+        from tools.ink_data import InkBatchStream
+
+        ink = _dataclass(InkAugmentConfig, cfg["ink_augment"]) if cfg.get("ink_augment") is not None else None
+        extractor = PenExtractor(logmel, cfg.get("model", {}).get("stack", 3))
+        return InkBatchStream(list(data.train), extractor, tokenizer, train_config(cfg).batch_size,
+                              cfg.get("seed", 0), ink, bucket=data.bucket)
     return BatchStream(
         list(data.train), logmel, tokenizer, train_config(cfg).batch_size, cfg.get("seed", 0), augment,
         bucket=data.bucket, join_p=data.join_p,
@@ -148,7 +161,7 @@ def export_state(cfg: dict, run_dir: str | Path, out: str | Path) -> Path:
     model.load_state_dict(state["model"])
     meta = {"config": cfg, "steps": state["step"], "train_seconds": round(state["elapsed"], 1),
             "decoding": cfg.get("decoding"), "loss_history": state.get("history", [])}
-    save_checkpoint(Checkpoint(model.eval(), fcfg, tokenizer, meta), out)
+    save_checkpoint(Checkpoint(model.eval(), fcfg, tokenizer, meta, cfg.get("frontend", "logmel")), out)
     return Path(out)
 
 
@@ -167,7 +180,7 @@ def train(
     amp = tcfg.amp and device.type == "cuda"
     fcfg, tokenizer, mcfg = _configs(cfg)
     augment = augment_config(cfg)
-    logmel = LogMel(fcfg)
+    logmel = LogMel(fcfg) if cfg.get("frontend", "logmel") == "logmel" else fcfg  # pen: its config
     steps_total = tcfg.steps
     stream = batch_stream(cfg, logmel, tokenizer, augment)
 
@@ -247,7 +260,7 @@ def train(
     model.eval().cpu()
     meta = {"config": cfg, "steps": step, "train_seconds": round(time.time() - t0, 1), "final_loss": smooth, "loss_history": history,
             "device": str(device), "torch": torch.__version__, "decoding": cfg.get("decoding")}
-    save_checkpoint(Checkpoint(model, fcfg, tokenizer, meta), out)
+    save_checkpoint(Checkpoint(model, fcfg, tokenizer, meta, cfg.get("frontend", "logmel")), out)
     return Path(out)
 
 

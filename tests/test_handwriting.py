@@ -1,0 +1,250 @@
+"""Handwriting through the same pipeline: ink readers and their one-line errors, the pen front end's exact
+streaming, a small pen model trained here on real ink, `rnnstream transcribe` and the batch driver on ink files,
+and `--charset`. Real ink from ../shared/data (UNIPEN held-out writers, the UCI trajectories); no mocks."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+import torch
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from conftest import DATA, REPO, chunked
+from models.decoding import DecodeOptions
+from models.errors import InputError
+from models.ink import InkError, read_ink, write_inkml
+from models.pen import PenConfig, PenExtractor
+
+pytestmark = pytest.mark.skipif(not (DATA / "unipen").is_dir(), reason="UNIPEN is not in ../shared/data")
+
+SETTINGS = settings(max_examples=25, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+
+
+@pytest.fixture(scope="module")
+def word_ink() -> tuple[np.ndarray, str]:
+    """A held-out writer's UNIPEN word, as points."""
+    from tools import unipen
+
+    held = unipen.split_writers(0)
+    i = int(unipen.indices("7", held, train=False)[3])
+    points, label, _ = unipen.sample("7", i)
+    return points, label
+
+
+@pytest.fixture(scope="module")
+def uci_ink() -> list[tuple[np.ndarray, str]]:
+    from tools import unipen
+
+    points, labels = unipen.uci()
+    return [(points[i], labels[i]) for i in unipen.uci_split(0)[1][:12]]
+
+
+@pytest.fixture(scope="module")
+def tiny_pen(tmp_path_factory):
+    """configs/handwriting_tiny.yaml trained here (UCI letters, ~10 s): a real pen checkpoint."""
+    from tools.train import load_config, train
+
+    torch.set_num_threads(1)
+    folder = tmp_path_factory.mktemp("pen")
+    return train(load_config(REPO / "configs" / "handwriting_tiny.yaml"), folder / "tiny_pen.pt", folder / "run",
+                 progress=False)
+
+
+def rnnstream(*args: str) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "stream.cli", *args], cwd=REPO, capture_output=True, text=True,
+                          timeout=300)
+
+
+# ---------------------------------------------------------------------------------------------- readers
+
+
+def test_inkml_round_trip_keeps_points_strokes_and_truth(tmp_path, word_ink):
+    points, label = word_ink
+    ink = read_ink(write_inkml(tmp_path / "w.inkml", points, truth=label))
+    assert ink.truth == label
+    down = points[:, 3] > 0.5
+    np.testing.assert_allclose(ink.points[ink.points[:, 3] > 0.5, :2], points[down, :2], rtol=1e-5, atol=1e-5)
+    assert (ink.points[:, 3] < 0.5).sum() == (points[:, 3] < 0.5).sum()  # a pen-up point per stroke
+
+
+def test_inkml_channels_by_trace_format_and_crohme_style(tmp_path):
+    # Y before X, a force channel, no times: the traceFormat says which value is which.
+    (tmp_path / "a.inkml").write_text(
+        '<ink xmlns="http://www.w3.org/2003/InkML"><traceFormat><channel name="Y"/><channel name="X"/>'
+        '<channel name="F"/></traceFormat><annotation type="truth">7</annotation>'
+        "<trace>10 1 0.5, 20 2 0.6, 30 3 0.4</trace><trace>5 9 1, 6 9 1</trace></ink>")
+    ink = read_ink(tmp_path / "a.inkml")
+    assert ink.truth == "7" and ink.points.shape == (7, 4)
+    assert ink.points[0, :2].tolist() == [1.0, 10.0] and np.isnan(ink.points[0, 2])
+    # CROHME's files: no traceFormat, "x y" points
+    (tmp_path / "b.inkml").write_text('<ink xmlns="http://www.w3.org/2003/InkML"><trace>1 2, 3 4</trace></ink>')
+    assert read_ink(tmp_path / "b.inkml").points.shape == (3, 4)
+
+
+def test_jsonl_point_stream(tmp_path):
+    rows = [{"truth": "hi"}, {"x": 0, "y": 0, "t": 0.0, "pen": "down"}, {"x": 1, "y": 2, "t": 0.01, "pen": "down"},
+            {"x": 1, "y": 2, "t": 0.2, "pen": "up"}, {"x": 3, "y": 0, "pen": "down"}]
+    (tmp_path / "p.jsonl").write_text("\n".join(json.dumps(r) for r in rows) + "\n")
+    ink = read_ink(tmp_path / "p.jsonl")
+    assert ink.truth == "hi" and ink.points[:, 3].tolist() == [1, 1, 0, 1] and np.isnan(ink.points[3, 2])
+
+
+def test_uci_velocity_and_force_form(tmp_path):
+    d = np.load(DATA / "char-trajectories" / "trajectories.npz")
+    n = int(d["lengths"][0])
+    np.save(tmp_path / "t.npy", d["data"][:n])
+    ink = read_ink(tmp_path / "t.npy")
+    assert len(ink.points) == n and np.allclose(np.diff(ink.points[:, 2]), 1 / 200)
+
+
+BAD_INK = {
+    "broken.inkml": '<ink xmlns="http://www.w3.org/2003/InkML"><trace>1 2, 3 4</trace>',
+    "empty.inkml": '<ink xmlns="http://www.w3.org/2003/InkML"><annotation type="truth">x</annotation></ink>',
+    "nan.inkml": '<ink xmlns="http://www.w3.org/2003/InkML"><trace>1 2, NaN 4, 5 6</trace></ink>',
+    "single.inkml": '<ink xmlns="http://www.w3.org/2003/InkML"><trace>1 2</trace></ink>',
+    "channels.inkml": '<ink xmlns="http://www.w3.org/2003/InkML"><traceFormat><channel name="X"/><channel name="T"/>'
+                      "</traceFormat><trace>1 0, 2 0.1</trace></ink>",
+    "short.inkml": '<ink xmlns="http://www.w3.org/2003/InkML"><trace>1 2 3, 4 5</trace></ink>',
+    "points.jsonl": '{"x": 1, "y": 2}\n{"x": 1, "pen": "down"}\n',
+    "pen.jsonl": '{"x": 1, "y": 2, "pen": "lifted"}\n{"x": 1, "y": 3}\n',
+}
+
+
+@pytest.mark.parametrize("name", sorted(BAD_INK))
+def test_bad_ink_is_one_line_error_naming_the_file(tmp_path, name):
+    path = tmp_path / name
+    path.write_text(BAD_INK[name])
+    with pytest.raises(InkError) as e:
+        read_ink(path)
+    assert isinstance(e.value, InputError) and "\n" not in str(e.value) and str(path) in str(e.value)
+
+
+# ---------------------------------------------------------------------------------------------- front end
+
+
+def _frames(points: np.ndarray, sizes: list[int], stack: int = 2) -> torch.Tensor:
+    front = PenExtractor(PenConfig(), stack).open()
+    parts = [front.steps(front.cut(c)) for c in chunked(points, sizes)]
+    return torch.cat(parts + [front.steps(front.cut(points[:0], last=True))])
+
+
+@SETTINGS
+@given(sizes=st.lists(st.integers(min_value=1, max_value=60), min_size=1, max_size=10), no_times=st.booleans())
+def test_pen_frames_match_whole_ink_for_any_chunking(word_ink, sizes, no_times):
+    points = word_ink[0].copy()
+    if no_times:
+        points[:, 2] = np.nan  # times from the rate
+    whole = _frames(points, [len(points)])
+    assert len(whole) > 10 and torch.equal(_frames(points, sizes), whole)
+
+
+def test_pen_frames_do_not_depend_on_units_or_position(word_ink):
+    points = word_ink[0].copy()
+    moved = points.copy()
+    moved[:, :2] = moved[:, :2] * 37.5 + [1e4, -3e3]  # other tablet units and origin
+    torch.testing.assert_close(_frames(moved, [len(moved)]), _frames(points, [len(points)]), atol=1e-4, rtol=1e-4)
+
+
+def test_pen_up_time_gives_pen_up_frames(word_ink):
+    points = word_ink[0]
+    later = points.copy()
+    later[len(points) // 2 :, 2] += 2.0  # the pen rests up two seconds more halfway
+    extra = len(_frames(later, [len(later)])) - len(_frames(points, [len(points)]))
+    assert abs(extra - 2.0 / PenConfig().frame_seconds) <= 2
+
+
+def test_bad_points_fail_the_stream_with_input_error():
+    front = PenExtractor(PenConfig(), 2).open()
+    with pytest.raises(InputError):
+        front.cut(np.array([[np.nan, 0.0, 0.0, 1.0]]))
+    with pytest.raises(InputError):
+        front.cut(np.zeros((3, 2)))
+
+
+# ---------------------------------------------------------------------------------------------- the pipeline
+
+
+def test_tiny_pen_model_reads_through_the_session_and_streams_exactly(tiny_pen, uci_ink):
+    from stream.session import Recognizer
+    from stream.transcribe import transcribe_array
+
+    recognizer = Recognizer.load(tiny_pen, device="cpu")
+    assert recognizer.checkpoint.frontend == "pen"
+    points, _ = uci_ink[0]
+    whole = transcribe_array(recognizer, points)
+    assert whole == transcribe_array(recognizer, points, chunk=[1, 7, 3])
+    history = recognizer.checkpoint.meta["loss_history"]
+    assert history[-1][1] < history[2][1] / 2  # it learned (its accuracy is no concern: a few seconds of training)
+    read = "".join(e.text for p, _ in uci_ink for e in transcribe_array(recognizer, p) if e.type == "final")
+    assert read and set(read) <= set("abcdeghlmnopqrsuvwyz ")  # the UCI set's 20 letters: what it was taught
+
+
+def test_charset_restricts_what_is_read(tiny_pen, uci_ink):
+    from stream.session import Recognizer
+    from stream.transcribe import transcribe_array
+
+    recognizer = Recognizer.load(tiny_pen, device="cpu")
+    texts = {cs: "".join(e.text for p, _ in uci_ink for e in transcribe_array(recognizer.with_options(charset=cs), p)
+                         if e.type == "final") for cs in ("lower", "upper", "digits")}
+    assert texts["lower"] and set(texts["lower"]) <= set("abcdefghijklmnopqrstuvwxyz ")
+    assert set(texts["upper"]) <= set("ABCDEFGHIJKLMNOPQRSTUVWXYZ ") and set(texts["digits"]) <= set("0123456789 ")
+    with pytest.raises(ValueError):
+        recognizer.with_options(charset="klingon").backend()
+    assert DecodeOptions().charset is None
+
+
+def test_transcribe_ink_files_and_a_bad_one_fails_alone(tiny_pen, uci_ink, tmp_path):
+    good = [write_inkml(tmp_path / f"g{i}.inkml", p, truth=t) for i, (p, t) in enumerate(uci_ink[:2])]
+    bad = tmp_path / "bad.inkml"
+    bad.write_text(BAD_INK["broken.inkml"])
+    r = rnnstream("transcribe", str(good[0]), str(bad), str(good[1]), "--model", str(tiny_pen), "--format", "jsonl")
+    assert r.returncode == 1
+    rows = [json.loads(line) for line in r.stdout.splitlines()]
+    assert [row["path"] for row in rows] == [str(good[0]), str(good[1])]
+    assert all(row["duration"] > 0 for row in rows)
+    errors = [line for line in r.stderr.splitlines() if str(bad) in line]
+    assert len(errors) == 1 and "broken InkML" in errors[0]
+    r = rnnstream("transcribe", str(good[0]), "--model", str(tiny_pen), "--charset", "digits")
+    assert r.returncode == 0 and set(r.stdout.strip()) <= set("0123456789 ")
+
+
+def test_batch_driver_in_process_on_ink_files(tiny_pen, uci_ink, tmp_path):
+    from stream.batch.driver import BatchOptions, run_batch
+    from stream.session import Recognizer
+    from stream.transcribe import transcribe_file
+
+    files = [str(write_inkml(tmp_path / f"u{i}.inkml", p)) for i, (p, _) in enumerate(uci_ink[:6])]
+    (tmp_path / "bad.inkml").write_text(BAD_INK["nan.inkml"])
+    out = tmp_path / "out.jsonl"
+    summary = run_batch(files + [str(tmp_path / "bad.inkml")], out, str(tiny_pen),
+                        BatchOptions(in_process=True, progress=False, streams=3, chunk_seconds=0.3), errors=None)
+    assert summary.transcribed == 6 and summary.failed == 1
+    rows = {row["path"]: row for row in map(json.loads, out.read_text().splitlines())}
+    assert len(rows) == 7 and "error" in rows[str(tmp_path / "bad.inkml")]
+    recognizer = Recognizer.load(tiny_pen, device="cpu")
+    for f in files:  # the batch's text is the file's own transcript
+        assert rows[f]["text"] == transcribe_file(recognizer, f).text
+
+
+def test_a_long_pen_up_ends_the_line(tiny_pen, uci_ink):
+    """The ink endpoint: pen-up frames are blank steps, so the back end's silence rule ends the line."""
+    from stream.backend import EndpointConfig
+    from stream.session import Recognizer
+    from stream.transcribe import transcribe_array
+
+    recognizer = Recognizer.load(tiny_pen, device="cpu", endpoint=EndpointConfig(silence_after_speech=1.0))
+    read = [(p, e) for p, _ in uci_ink if (e := [x for x in transcribe_array(recognizer, p) if x.type == "final"])]
+    (a, _), (b, _) = read[:2]
+    for gap, lines in ((3.0, 2), (0.2, 1)):
+        second = b.copy()
+        second[:, 0] += a[:, 0].max() + 1.0 - b[:, 0].min()
+        second[:, 2] += a[-1, 2] + gap - b[0, 2]
+        finals = [e for e in transcribe_array(recognizer, np.concatenate([a, second])) if e.type == "final"]
+        assert len(finals) == lines, (gap, finals)
+        if lines == 2:
+            assert finals[1].start >= a[-1, 2] + gap - 0.1  # times are ink seconds from the first point

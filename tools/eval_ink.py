@@ -1,0 +1,175 @@
+"""A pen model on the held-out writers: words (CER case-sensitive and folded, WER with and without a lexicon),
+isolated characters by category with their charset, the held-out UCI letters, and the last letter's latency.
+
+    python -m tools.eval_ink --model models/bundled/handwriting.pt --out runs/handwriting/eval.json
+
+Frames come from the model's own front end (one stream per sample, the whole ink at once: streaming gives the same
+frames, tests/test_handwriting.py) and are decoded by models.decoding's decoders (with `charset` masking), many
+samples to a model call. Invariant: only held-out writers (tools.unipen's seeded split) are read.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import time
+from dataclasses import replace
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from models.checkpoint import load_checkpoint
+from models.decoding import DecodeOptions, make_decoder
+from models.frontend import make_extractor
+
+from . import unipen
+
+
+def edit_distance(ref: str, hyp: str) -> int:
+    """Levenshtein distance in characters."""
+    row = list(range(len(hyp) + 1))
+    for i, r in enumerate(ref, 1):
+        prev, row[0] = row[0], i
+        for j, h in enumerate(hyp, 1):
+            prev, row[j] = row[j], min(row[j] + 1, row[j - 1] + 1, prev + (r != h))
+    return row[-1]
+
+
+def _cer(refs: list[str], hyps: list[str], fold: bool = False) -> float:
+    f = (lambda s: s.lower()) if fold else (lambda s: s)
+    errors = sum(edit_distance(f(r), f(h)) for r, h in zip(refs, hyps))
+    return errors / max(1, sum(len(r) for r in refs))
+
+
+class Reader:
+    """A checkpoint's front end, model and decoding, for many whole samples at once."""
+
+    def __init__(self, model: str, batch: int = 64):
+        self.ckpt = load_checkpoint(model, "cpu")
+        self.model, self.tokenizer = self.ckpt.model, self.ckpt.tokenizer
+        self.extractor = make_extractor(self.ckpt.frontend, self.ckpt.features, self.model.cfg.stack)
+        self.step_seconds = self.extractor.frame_seconds * self.model.cfg.stack
+        self.batch = batch
+
+    def frames(self, points: np.ndarray) -> torch.Tensor:
+        front = self.extractor.open()
+        return front.steps(front.cut(points, last=True))
+
+    @torch.no_grad()
+    def log_probs(self, samples: list[np.ndarray]) -> list[torch.Tensor]:
+        out = []
+        for i in range(0, len(samples), self.batch):
+            frames = [self.frames(p) for p in samples[i : i + self.batch]]
+            lengths = [len(f) // self.model.cfg.stack for f in frames]
+            x = torch.nn.utils.rnn.pad_sequence(frames, batch_first=True)
+            lp, _ = self.model(x)
+            out += [lp[j, : lengths[j]] for j in range(len(frames))]
+        return out
+
+    def read(self, log_probs: list[torch.Tensor], options: DecodeOptions) -> list[tuple[str, list]]:
+        results = []
+        decoder = make_decoder(self.tokenizer, self.step_seconds, options)  # one: a lexicon is read once
+        for lp in log_probs:
+            decoder.accept(lp, 0)
+            hyp = decoder.finish()
+            results.append((hyp.text, hyp.words))
+        return results
+
+
+def evaluate(model: str, seed: int = 0, words: int = 0, lexicon_words: int = 500, log=print) -> dict:
+    reader = Reader(model)
+    held = unipen.split_writers(seed)
+    report: dict = {"model": str(model), "heldout_writers": len(held)}
+    greedy = DecodeOptions()
+
+    idx = unipen.indices("7", held, train=False)
+    if words:
+        idx = np.sort(np.random.default_rng(seed).permutation(idx)[:words])
+    samples = [unipen.sample("7", int(i)) for i in idx]
+    t0 = time.perf_counter()
+    lps = reader.log_probs([p for p, _, _ in samples])
+    model_seconds = time.perf_counter() - t0
+    refs = [lbl for _, lbl, _ in samples]
+    hyps = [h for h, _ in reader.read(lps, greedy)]
+    report["words"] = {
+        "n": len(refs), "writers": len({w for _, _, w in samples}),
+        "cer": _cer(refs, hyps), "cer_folded": _cer(refs, hyps, fold=True),
+        "wer": float(np.mean([r != h for r, h in zip(refs, hyps)])),
+        "wer_folded": float(np.mean([r.lower() != h.lower() for r, h in zip(refs, hyps)])),
+        # where in the word the errors are: the running size/baseline estimates start from nothing
+        "first_letter_wrong_folded": float(np.mean([r[:1].lower() != h[:1].lower() for r, h in zip(refs, hyps)])),
+        "last_letter_wrong_folded": float(np.mean([r[-1:].lower() != h[-1:].lower() for r, h in zip(refs, hyps)])),
+        "seconds_front_end_and_model": round(model_seconds, 1),
+        "examples": [[r, h] for r, h in list(zip(refs, hyps))[:40]],
+    }
+    log(f"words: {report['words']['n']} CER {report['words']['cer']:.3f} folded {report['words']['cer_folded']:.3f} "
+        f"WER {report['words']['wer']:.3f}")
+    # the last letter's latency: its first emission after the word's last pen-down point, in ink seconds
+    lat = []
+    for (p, _, _), lp in zip(samples, lps):
+        path = lp.argmax(-1).tolist()
+        emitted = [t for t, k in enumerate(path) if k > reader.tokenizer.boundary and (t == 0 or path[t - 1] != k)]
+        down = p[p[:, 3] > 0.5]
+        if emitted:
+            lat.append((emitted[-1] + 1) * reader.step_seconds - (down[-1, 2] - p[0, 2]))
+    report["last_letter_latency_s"] = {"median": float(np.median(lat)), "p90": float(np.percentile(lat, 90)),
+                                       "max": float(np.max(lat)), "n": len(lat)}
+    if lexicon_words:
+        vocab = sorted({unipen.clean_label(str(lbl)) for lbl in unipen.load_category("7").labels[
+            unipen.indices("7", held, train=True)]} - {None})
+        vocab = [w for w in vocab if " " not in w]
+        opts = DecodeOptions(beam=16, words=tuple(vocab))
+        n = min(lexicon_words, len(refs))
+        t0 = time.perf_counter()
+        lex = [h for h, _ in reader.read(lps[:n], opts)]
+        report["words"]["lexicon"] = {
+            "n": n, "vocabulary": len(vocab), "wer": float(np.mean([r != h for r, h in zip(refs[:n], lex)])),
+            "wer_greedy_same_words": float(np.mean([r != h for r, h in zip(refs[:n], hyps[:n])])),
+            "oov": float(np.mean([r not in set(vocab) for r in refs[:n]])),
+            "seconds_per_word": round((time.perf_counter() - t0) / n, 4),
+        }
+        log(f"lexicon: {report['words']['lexicon']}")
+
+    report["characters"] = {}
+    for cat, charset in (("1a", "digits"), ("1b", "upper"), ("1c", "lower")):
+        idx = unipen.indices(cat, held, train=False)
+        samples = [unipen.sample(cat, int(i)) for i in idx]
+        lps = reader.log_probs([p for p, _, _ in samples])
+        refs = [lbl for _, lbl, _ in samples]
+        row = {"n": len(refs), "charset": charset}
+        for name, opts in ((charset, replace(greedy, charset=charset)), ("all", greedy)):
+            hyps = [h for h, _ in reader.read(lps, opts)]
+            row[f"accuracy_{name}"] = float(np.mean([r == h for r, h in zip(refs, hyps)]))
+        report["characters"][cat] = row
+        log(f"{cat}: {row}")
+
+    points, labels = unipen.uci()
+    held_uci = unipen.uci_split(seed)[1]
+    lps = reader.log_probs([points[i] for i in held_uci])
+    refs = [labels[i] for i in held_uci]
+    row = {"n": len(refs)}
+    for name, opts in (("lower", replace(greedy, charset="lower")), ("all", greedy)):
+        hyps = [h for h, _ in reader.read(lps, opts)]
+        row[f"accuracy_{name}"] = float(np.mean([r == h for r, h in zip(refs, hyps)]))
+    report["uci"] = row
+    log(f"uci: {row}")
+    return report
+
+
+def main(argv: list[str] | None = None) -> None:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--model", default="handwriting")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--words", type=int, default=0, help="held-out words to read (0: all)")
+    p.add_argument("--lexicon-words", type=int, default=500, help="of them, read with the training words' lexicon")
+    p.add_argument("--out", help="JSON report")
+    args = p.parse_args(argv)
+    torch.set_num_threads(1)
+    report = evaluate(args.model, args.seed, args.words, args.lexicon_words)
+    if args.out:
+        Path(args.out).write_text(json.dumps(report, indent=1) + "\n")
+
+
+if __name__ == "__main__":
+    main()
