@@ -122,3 +122,23 @@ def test_tight_start_cuts_the_leading_pause_and_nothing_of_the_word():
     cut = augment_audio(np.concatenate([pause, clip]), rate, tight, np.random.default_rng(0))
     assert len(clip) - 0.1 * rate <= len(cut) <= len(clip)  # the pause gone, at most the clip's own lead with it
     np.testing.assert_array_equal(cut[-len(clip) // 2 :], clip[-len(clip) // 2 :])
+
+
+def test_fsdd_jason_clips_are_cut_to_their_word():
+    # fsdd-jason's clips are 3 s: the word, noise at about -44 dBFS, often a burst of the next take at the end.
+    import numpy as np
+    import soundfile as sf
+
+    from conftest import DATA
+    from tools.digits_data import fsdd_clips, load_clip
+
+    clips = fsdd_clips([DATA / "fsdd", DATA / "fsdd-jason"], speakers=["jason", "george"])
+    jason = [c for c in clips if c.speaker == "jason"]
+    assert len(jason) == 492 and {c.digit for c in jason} == set(range(10))
+    lengths = [len(load_clip(c.path, 8000, cache=False)) / 8000 for c in jason[::10]]
+    assert max(lengths) < 1.5 and np.median(lengths) > 0.15, lengths
+    for c in jason[::50]:  # the kept part is louder than the clip's noise floor (its median 10 ms level)
+        audio, _ = sf.read(c.path, dtype="float32")
+        floor = np.median(np.sqrt(np.mean(audio[: len(audio) // 80 * 80].reshape(-1, 80) ** 2, axis=1)))
+        kept = load_clip(c.path, 8000, cache=False)
+        assert np.sqrt(np.mean(kept**2)) > 2 * floor
