@@ -1,6 +1,6 @@
 """Held-out validation by speaker group: WER and SER per group, at 16 kHz and on the 8 kHz telephone band.
 
-    python -m tools.validate --fold-config configs/digits.yaml --fsdd-speaker jackson > runs/val.yaml
+    python -m tools.validate --fold-config configs/digits_real.yaml --fsdd-speaker jackson > runs/val.yaml
     python -m tools.train runs/val.yaml --out runs/val/val.pt --run-dir runs/val    # the validation model
     python -m tools.validate --model runs/val/val.pt [--sets data/val] [--out runs/val/scores.json]
     python -m tools.validate --peer pocketsphinx --wip 0.01 [--sets data/val]
