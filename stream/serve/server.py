@@ -181,8 +181,8 @@ class Connection:
         finally:
             if self.stream is not None and not self.ended:
                 self.hub.abort(self.stream)  # the client went away mid-utterance: free its slot
-            if not self.ended:
-                self.outbox.put_nowait(None)
+            self.ended = True
+            self.outbox.put_nowait(None)  # the socket is closed: what is still queued can never go out
             await sender
 
     async def _receive(self) -> None:
