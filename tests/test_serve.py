@@ -22,14 +22,13 @@ from pathlib import Path
 import numpy as np
 import pytest
 import soundfile as sf
-
 from conftest import FSDD, REPO
 
 websockets = pytest.importorskip("websockets")
 from websockets.asyncio.client import connect  # noqa: E402
 from websockets.exceptions import ConnectionClosed  # noqa: E402
 
-from stream.serve.server import Server, ServeOptions  # noqa: E402
+from stream.serve.server import ServeOptions, Server  # noqa: E402
 from stream.transcribe import transcribe_file  # noqa: E402
 
 pytestmark = pytest.mark.serve
@@ -128,7 +127,7 @@ async def stream(url, audio: np.ndarray, rate: int = 8000, realtime: bool = True
 
 
 def finals(answers: list[dict]) -> list[dict]:
-    return [a for a in answers if "text" in a and a["text"]]
+    return [a for a in answers if a.get("text")]
 
 
 def expected(recognizer, path: Path) -> list[tuple]:

@@ -10,9 +10,9 @@ import time
 import numpy as np
 import pytest
 import soundfile as sf
+from test_serve import TOKEN, Running
 
 from stream.transcribe import transcribe_file
-from test_serve import TOKEN, Running
 
 webdriver = pytest.importorskip("selenium.webdriver")
 from selenium.webdriver.common.by import By  # noqa: E402

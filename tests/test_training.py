@@ -131,8 +131,8 @@ def test_fsdd_jason_clips_are_cut_to_their_word():
     # fsdd-jason's clips are 3 s: the word, noise at about -44 dBFS, often a burst of the next take at the end.
     import numpy as np
     import soundfile as sf
-
     from conftest import DATA
+
     from tools.digits_data import fsdd_clips, load_clip
 
     clips = fsdd_clips([DATA / "fsdd", DATA / "fsdd-jason"], speakers=["jason", "george"])

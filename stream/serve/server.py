@@ -173,6 +173,7 @@ class Connection:
         self.ended = False  # eof sent to the hub: nothing more is accepted
         self.outbox: asyncio.Queue = asyncio.Queue()
         self.slow = False
+        self.closing: asyncio.Future | None = None  # the close of a client cut off for reading too slowly
 
     async def run(self) -> None:
         sender = asyncio.create_task(self._send())
@@ -254,7 +255,8 @@ class Connection:
             if self.stream is not None and not self.ended:
                 self.hub.abort(self.stream)
             self.ended = True
-            asyncio.ensure_future(_close(self.ws, Close(protocol.POLICY, "client reads too slowly")))
+            # held on the connection: a task nobody references may be collected before it runs
+            self.closing = asyncio.ensure_future(_close(self.ws, Close(protocol.POLICY, "client reads too slowly")))
             return
         for a in answers:
             self.outbox.put_nowait(a)
