@@ -248,6 +248,9 @@ class RestrictedDecoder:
 def make_decoder(
     tokenizer: Tokenizer, step_seconds: float, options: DecodeOptions
 ) -> GreedyDecoder | BeamDecoder | RestrictedDecoder:
-    decoder = BeamDecoder(tokenizer, step_seconds, options) if options.beam > 0 else GreedyDecoder(tokenizer, step_seconds)
+    if options.beam > 0:
+        decoder: GreedyDecoder | BeamDecoder = BeamDecoder(tokenizer, step_seconds, options)
+    else:
+        decoder = GreedyDecoder(tokenizer, step_seconds)
     mask = charset_mask(tokenizer, options.charset) if options.charset else None
     return decoder if mask is None else RestrictedDecoder(decoder, mask)

@@ -171,8 +171,8 @@ def read_ink(path: str | Path) -> Ink:
 def write_inkml(path: str | Path, points: np.ndarray, truth: str | None = None) -> Path:
     """Points [n, 4] -> InkML with X Y T channels, one <trace> per stroke (tests and examples)."""
     lines = ['<ink xmlns="http://www.w3.org/2003/InkML">',
-             '  <traceFormat><channel name="X" type="decimal"/><channel name="Y" type="decimal"/>'
-             '<channel name="T" type="decimal"/></traceFormat>']
+             ('  <traceFormat><channel name="X" type="decimal"/><channel name="Y" type="decimal"/>'
+              '<channel name="T" type="decimal"/></traceFormat>')]
     if truth is not None:
         from xml.sax.saxutils import escape
 

@@ -33,7 +33,7 @@ def tape(seconds: float, seed: int) -> np.ndarray:
     parts, t, x = [], 0.0, 0.0
     for i in idx:
         p, _, _ = unipen.sample("7", int(i))
-        step = max(1, int(round(len(p) / max(1.0, (p[-1, 2] - p[0, 2]) * RATE))))
+        step = max(1, round(len(p) / max(1.0, (p[-1, 2] - p[0, 2]) * RATE)))
         p = p[::step].copy()
         p[:, 2] = t + np.arange(len(p)) / RATE
         p[:, 0] += x - p[:, 0].min()
@@ -63,7 +63,8 @@ def main(argv: list[str] | None = None) -> None:
         chunks = {}
         for k in keys:
             data = tapes[k % len(tapes)][tick * chunk : (tick + 1) * chunk].astype(np.float32)
-            chunks[k] = Chunk(data, last=tick == ticks, rate=RATE if tick == 0 else None, channels=4 if tick == 0 else None)
+            first = tick == 0
+            chunks[k] = Chunk(data, last=tick == ticks, rate=RATE if first else None, channels=4 if first else None)
         updates = pipeline.submit(0, tick, chunks)
         events += sum(len(u.events) for u in updates.values())
     cpu, wall = time.process_time() - cpu0, time.perf_counter() - wall0
