@@ -130,7 +130,7 @@ def test_bad_ink_is_one_line_error_naming_the_file(tmp_path, name):
 def _frames(points: np.ndarray, sizes: list[int], stack: int = 2) -> torch.Tensor:
     front = PenExtractor(PenConfig(), stack).open()
     parts = [front.steps(front.cut(c)) for c in chunked(points, sizes)]
-    return torch.cat(parts + [front.steps(front.cut(points[:0], last=True))])
+    return torch.cat([*parts, front.steps(front.cut(points[:0], last=True))])
 
 
 @SETTINGS
@@ -221,7 +221,7 @@ def test_batch_driver_in_process_on_ink_files(tiny_pen, uci_ink, tmp_path):
     files = [str(write_inkml(tmp_path / f"u{i}.inkml", p)) for i, (p, _) in enumerate(uci_ink[:6])]
     (tmp_path / "bad.inkml").write_text(BAD_INK["nan.inkml"])
     out = tmp_path / "out.jsonl"
-    summary = run_batch(files + [str(tmp_path / "bad.inkml")], out, str(tiny_pen),
+    summary = run_batch([*files, str(tmp_path / "bad.inkml")], out, str(tiny_pen),
                         BatchOptions(in_process=True, progress=False, streams=3, chunk_seconds=0.3), errors=None)
     assert summary.transcribed == 6 and summary.failed == 1
     rows = {row["path"]: row for row in map(json.loads, out.read_text().splitlines())}

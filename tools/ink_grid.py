@@ -15,13 +15,13 @@ from pathlib import Path
 import matplotlib
 
 matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
-import numpy as np  # noqa: E402
+import matplotlib.pyplot as plt
+import numpy as np
 
-from models.decoding import DecodeOptions  # noqa: E402
+from models.decoding import DecodeOptions
 
-from . import unipen  # noqa: E402
-from .eval_ink import Reader  # noqa: E402
+from . import unipen
+from .eval_ink import Reader
 
 
 def pick_words(n: int, seed: int) -> list[tuple[np.ndarray, str, str]]:
