@@ -10,7 +10,7 @@ import time
 import numpy as np
 import pytest
 import soundfile as sf
-from test_serve import TOKEN, Running
+from test_serve import TOKEN, served  # noqa: F401  (the fixture: a server on one shared recognizer)
 
 from stream.transcribe import transcribe_file
 
@@ -25,16 +25,7 @@ pytestmark = [
 ]
 
 
-@pytest.fixture(scope="module")
-def served(recognizer):
-    shared = recognizer.shared(overflow="drop")
-    running = Running(shared, token=TOKEN)
-    yield running
-    running.close()
-    shared.close()
-
-
-def test_page_captions_the_fake_microphone(served, recognizer, digits_audio, tmp_path):
+def test_page_captions_the_fake_microphone(served, recognizer, digits_audio, tmp_path):  # noqa: F811 (the imported fixture)
     audio, _ = digits_audio
     # 1 s of silence, the digits, 3 s of silence (the endpoint needs 1.2 s); chromium loops the file.
     mic = np.concatenate([np.zeros(16000, np.float32), audio, np.zeros(48000, np.float32)])
