@@ -10,7 +10,7 @@ from typing import Any
 import torch
 
 from .errors import one_line
-from .frontend import DEFAULT_FRONT_END, extractor_class
+from .frontend import DEFAULT_FRONT_END, Extractor, extractor_class, make_extractor
 from .model import AcousticModel, ModelConfig
 from .tokens import Tokenizer
 
@@ -31,6 +31,10 @@ class Checkpoint:
     tokenizer: Tokenizer
     meta: dict = field(default_factory=dict)  # training recipe, data, metrics: free-form
     frontend: str = DEFAULT_FRONT_END  # the front end that makes the model's frames (models.frontend)
+
+    def extractor(self) -> Extractor:
+        """The model's front end, from the config this checkpoint saved."""
+        return make_extractor(self.frontend, self.features, self.model.cfg.stack)
 
 
 def save_checkpoint(ckpt: Checkpoint, path: str | Path) -> None:

@@ -17,7 +17,7 @@ import torch
 from models.checkpoint import DEFAULT_MODEL, Checkpoint, load_checkpoint
 from models.decoding import DecodeOptions
 from models.errors import InputError
-from models.frontend import Extractor, FrontEnd, make_extractor
+from models.frontend import Extractor, FrontEnd
 
 from .backend import BackEnd, EndpointConfig, Event
 from .ingest import Ingest
@@ -64,7 +64,7 @@ class Recognizer:
         self.tokenizer = checkpoint.tokenizer
         self.options = options if options is not None else recommended_options(checkpoint)
         self.endpoint = endpoint
-        self.extractor = make_extractor(checkpoint.frontend, checkpoint.features, self.model.cfg.stack)
+        self.extractor = checkpoint.extractor()
         self.sample_rate = self.extractor.rate
         self.step_seconds = self.extractor.frame_seconds * self.model.cfg.stack
 

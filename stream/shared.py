@@ -13,7 +13,6 @@ import numpy as np
 
 from models.checkpoint import Checkpoint
 from models.errors import InputError
-from models.frontend import make_extractor
 
 from .backend import Event
 from .ingest import Ingest, StreamExpired
@@ -25,10 +24,9 @@ class SharedRecognizer:
 
     def __init__(self, checkpoint: Checkpoint, pipeline: Pipeline, ingest: Ingest, on_close: Callable[[], None] = lambda: None):
         self.pipeline, self.ingest, self._on_close = pipeline, ingest, on_close
-        stack = checkpoint.model.cfg.stack
-        self.extractor = make_extractor(checkpoint.frontend, checkpoint.features, stack)
+        self.extractor = checkpoint.extractor()
         self.sample_rate = self.extractor.rate
-        self.step_seconds = self.extractor.frame_seconds * stack
+        self.step_seconds = self.extractor.frame_seconds * checkpoint.model.cfg.stack
 
     def session(self, sample_rate: int | None = None, channels: int | None = None) -> SharedSession:
         return SharedSession(self.ingest, sample_rate or self.sample_rate, channels)

@@ -23,6 +23,7 @@ from pathlib import Path
 
 import numpy as np
 
+from models.checkpoint import Checkpoint, load_checkpoint
 from stream.batch.driver import BatchOptions, cpu_times, run_batch
 from stream.batch.inputs import expand_inputs
 from stream.cli import add_model_args, checkpoint_and_options, positive_int
@@ -60,20 +61,22 @@ def _tape(inputs: list[str], max_files: int = 400, pause: float = 1.5, seed: int
     return (np.clip(tape, -1, 1) * 32767).astype(np.int16), rate
 
 
-def _spec(args: argparse.Namespace) -> PipelineSpec:
-    _, options = checkpoint_and_options(args)
-    return PipelineSpec(device=args.compute_device, options=options, decoders=args.decoders)
+def _spec(args: argparse.Namespace) -> tuple[Checkpoint, PipelineSpec]:
+    """The model, loaded once (on the CPU: the driver reads its config, Ray ships the file), and the stages' spec."""
+    checkpoint, options = checkpoint_and_options(args)
+    return checkpoint, PipelineSpec(device=args.compute_device, options=options, decoders=args.decoders)
 
 
 def _pipeline(args: argparse.Namespace):
     """(pipeline, close) for Ray on this node or for one process."""
     import torch
 
-    spec = _spec(args)
+    checkpoint, spec = _spec(args)
     if args.in_process:
         torch.set_num_threads(args.threads)
-        recognizer = Recognizer.load(args.model, args.compute_device or "cpu", spec.options, spec.endpoint)
-        return recognizer.pipeline(spec), lambda: None
+        if args.compute_device not in (None, "cpu"):
+            checkpoint = load_checkpoint(args.model, args.compute_device)
+        return Recognizer(checkpoint, spec.options, spec.endpoint).pipeline(spec), lambda: None
     cluster, pipeline = start_pipeline(args.model, spec, args.address)
 
     def close() -> None:
@@ -173,14 +176,14 @@ def bench_streams(args: argparse.Namespace) -> dict:
 
 
 def bench_offline(args: argparse.Namespace) -> dict:
-    spec = _spec(args)
+    checkpoint, spec = _spec(args)
     opts = BatchOptions(
         address=args.address, workers=args.workers, streams=args.streams, chunk_seconds=args.chunk_seconds,
         in_process=args.in_process, threads=args.threads, progress=False,
     )
     with tempfile.TemporaryDirectory() as tmp:
         t0 = time.monotonic()
-        summary = run_batch(args.inputs, Path(tmp) / "out.jsonl", args.model, opts, spec, errors=None)
+        summary = run_batch(args.inputs, Path(tmp) / "out.jsonl", args.model, opts, spec, errors=None, checkpoint=checkpoint)
         total = time.monotonic() - t0
     return {
         "mode": "in-process" if args.in_process else "ray",

@@ -22,7 +22,7 @@ import numpy as np
 
 from models.checkpoint import DEFAULT_MODEL, Checkpoint, load_checkpoint
 from models.errors import InputError, one_line
-from models.frontend import Extractor, make_extractor
+from models.frontend import Extractor
 
 from ..errors import report
 from ..ingest import Ingest, PipelineFailed
@@ -283,7 +283,7 @@ class _Fleet:
 
     def __init__(self, model: str | Path, spec: PipelineSpec, opts: BatchOptions, checkpoint: Checkpoint):
         self.model, self.spec, self.opts, self.checkpoint = model, spec, opts, checkpoint
-        self.extractor = make_extractor(checkpoint.frontend, checkpoint.features, checkpoint.model.cfg.stack)
+        self.extractor = checkpoint.extractor()
         self.workers: list[Worker] = []
         self.dead: list[Worker] = []
         self.cluster = None
