@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import logging
 import os
-from contextlib import contextmanager
+from contextlib import contextmanager, nullcontext
 from pathlib import Path
 
 from models.checkpoint import DEFAULT_MODEL, resolve_model
@@ -48,8 +48,10 @@ def init_ray(address: str | None = None, num_cpus: int | None = None) -> bool:
     address = address or os.environ.get("RAY_ADDRESS") or None
     quiet = {"logging_level": logging.WARNING, "log_to_driver": True}
     if address:
+        loopback = address.rsplit(":", 1)[0] in ("127.0.0.1", "localhost")  # dial it as given, not the LAN address
         try:
-            ray.init(address=address, **quiet)
+            with loopback_only() if loopback else nullcontext():
+                ray.init(address=address, **quiet)
         except Exception as e:
             if "auth" in str(e).lower() or "token" in str(e).lower():
                 raise RuntimeError(
