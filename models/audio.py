@@ -83,6 +83,11 @@ class AudioConverter:
         if sample_rate != target_rate:
             self._resampler = soxr.ResampleStream(sample_rate, target_rate, 1, dtype="float32", quality="HQ")
 
+    @property
+    def resampling(self) -> bool:
+        """Whether soxr's resampler carries state (its filter state cannot be saved, only rebuilt by replay)."""
+        return self._resampler is not None
+
     def accept(self, samples: np.ndarray, last: bool = False) -> np.ndarray:
         mono = self._mono(to_float(samples))
         if not np.all(np.isfinite(mono)):

@@ -157,3 +157,12 @@ class LogMelFrontEnd:
         ready = len(pending) // self.stack * self.stack
         self._pending = pending[ready:]
         return pending[:ready]
+
+    def snapshot(self) -> dict | None:
+        """The carried samples and frames (at most a window and a step: ~2 KB); None while soxr resamples."""
+        if self.converter.resampling:
+            return None
+        return {"samples": self.features._buffer.clone(), "frames": self._pending.clone()}
+
+    def restore(self, state: dict) -> None:
+        self.features._buffer, self._pending = state["samples"].clone(), state["frames"].clone()

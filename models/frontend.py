@@ -37,6 +37,15 @@ class FrontEnd(Protocol):
         """Transformed frames -> the model steps now complete, [steps * stack, dim]; the rest waits."""
         ...
 
+    def snapshot(self) -> Any | None:
+        """The carried state as a value (picklable, small), or None where a library's state cannot be saved
+        (soxr's resampler): such a stream is rebuilt by replaying its input from the start."""
+        ...
+
+    def restore(self, state: Any) -> None:
+        """Continue exactly where the stream that gave `state` stood (on a fresh front end of the same stream)."""
+        ...
+
 
 class Extractor(Protocol):
     """What every stream of a model shares."""

@@ -18,6 +18,7 @@ of a stream's points into chunks gives the same frames (tests/test_handwriting.p
 
 from __future__ import annotations
 
+import copy
 import math
 from collections.abc import Iterator
 from dataclasses import asdict, dataclass
@@ -139,6 +140,13 @@ class PenFrontEnd:
         ready = len(pending) // self.stack * self.stack
         self._pending = pending[ready:]
         return pending[:ready]
+
+    def snapshot(self) -> dict:
+        """Every field of the stream (scalars, the open frame, the running estimates, the frames short of a step)."""
+        return copy.deepcopy(vars(self))
+
+    def restore(self, state: dict) -> None:
+        vars(self).update(copy.deepcopy(state))
 
     def _point(self, x: float, y: float, t: float, down: bool, rows: list[list[float]]) -> None:
         if not self.started:

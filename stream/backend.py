@@ -9,6 +9,7 @@ from __future__ import annotations
 import math
 from dataclasses import asdict, dataclass, field, replace
 
+import numpy as np
 import torch
 
 from models.decoding import DecodeOptions, Hypothesis, Word, make_decoder
@@ -37,6 +38,18 @@ class Event:
         return asdict(self)
 
 
+@dataclass(frozen=True)
+class BackEndState:
+    """Where a stream's decoding stands: the step its current utterance began and what it has heard since."""
+
+    utterance_start: int
+    heard: np.ndarray  # log-probabilities [steps, n_tokens] since utterance_start
+
+    @property
+    def nbytes(self) -> int:
+        return self.heard.nbytes + 8
+
+
 class BackEnd:
     """Log-probabilities -> events, with step-exact endpointing so segments never depend on chunking.
 
@@ -56,6 +69,7 @@ class BackEnd:
         self._silence = 0  # trailing silent steps
         self._speech = False
         self._last_partial = ""
+        self._heard: list[torch.Tensor] = []  # the utterance's log-probabilities: a snapshot replays them
         limits = (endpoint.silence_without_speech, endpoint.silence_after_speech, endpoint.max_utterance)
         self._rule1, self._rule2, self._rule3 = (round(s / step_seconds) for s in limits)
 
@@ -72,6 +86,8 @@ class BackEnd:
                 events += self._final(next_start=self.steps + t + 1)
                 begin = t + 1
         self.decoder.accept(log_probs[begin:], self.steps + begin)
+        if len(log_probs) > begin:
+            self._heard.append(log_probs[begin:])
         self.steps += len(log_probs)
         partial = self.decoder.partial()
         if partial.text != self._last_partial:
@@ -84,6 +100,20 @@ class BackEnd:
         """Close the stream's last utterance; its times end where the caller's input did (before the padding)."""
         end = (self.steps - self.tail_steps) * self.step_seconds
         return self._final(next_start=self.steps, end=round(end, 3))
+
+    def snapshot(self) -> BackEndState:
+        """The stream's decoding as a value. A beam decoder's hypotheses (flashlight's) cannot be saved, but they
+        are rebuilt exactly by replaying the utterance's log-probabilities from its start, where the state is known
+        (an endpoint resets it); an utterance is at most `max_utterance` long (20 s: ~80 KB)."""
+        heard = torch.cat(self._heard) if self._heard else torch.zeros(0, 0)
+        return BackEndState(self._utterance_start, heard.numpy().copy())
+
+    def restore(self, state: BackEndState) -> BackEnd:
+        """This fresh BackEnd continues where the one that gave `state` stood; -> self."""
+        self.steps = self._utterance_start = state.utterance_start
+        if len(state.heard):
+            self.accept(torch.from_numpy(state.heard.copy()))  # no endpoint fires: none did the first time
+        return self
 
     def _endpoint_at(self, step: int) -> bool:
         if not self.endpoint.enabled:
@@ -99,6 +129,7 @@ class BackEnd:
         hyp = self.decoder.finish()
         hyp = replace(hyp, words=[replace(w, start=min(w.start, end), end=min(w.end, end)) for w in hyp.words])
         self._utterance_start, self._silence, self._speech, self._last_partial = next_start, 0, False, ""
+        self._heard = []
         return [_event("final", hyp)] if hyp.text else []
 
 

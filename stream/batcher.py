@@ -50,16 +50,22 @@ class SequenceBatcher:
     def slots(self) -> int:
         return self.state.h.shape[1]
 
-    def start(self, key: Hashable) -> None:
+    def start(self, key: Hashable, state: State | None = None) -> None:
+        """Give the stream a slot, at the initial state or at `state` (one stream's, from `snapshot`)."""
         if key in self._slot:
             raise KeyError(f"stream {key!r} already started")
         if not self._free:
             self._grow()
         slot = self._free.pop()
-        for tensor in self.state:
-            tensor[:, slot] = 0
+        for tensor, saved in zip(self.state, state or [None] * 3):
+            tensor[:, slot] = 0 if saved is None else saved[:, 0].to(tensor.device)
         self._slot[key] = slot
         self._last_used[key] = self.clock()
+
+    def snapshot(self, key: Hashable) -> State:
+        """The stream's state as a value on the CPU, [.., 1, ..] per tensor (2 x 256 LSTM: ~4 KB)."""
+        slot = self._slot[key]
+        return State(*(t[:, slot : slot + 1].cpu().clone() for t in self.state))
 
     def end(self, key: Hashable) -> None:
         self._free.append(self._slot.pop(key))

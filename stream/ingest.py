@@ -23,6 +23,7 @@ from models.errors import InputError, one_line
 from .backend import Event
 from .messages import Chunk, Key, Update
 from .pipeline import Pipeline
+from .snapshot import StreamState
 
 
 class StreamExpired(RuntimeError):
@@ -30,7 +31,11 @@ class StreamExpired(RuntimeError):
 
 
 class PipelineFailed(RuntimeError):
-    """An actor of the pipeline died (its node went away): the streams in it are lost."""
+    """An actor of the pipeline died (its node went away) and it could not be restarted: the streams are lost."""
+
+
+class _Recovered(Exception):
+    """The pipeline was restarted under a call: what the call was doing is void, the streams are being replayed."""
 
 
 @dataclass
@@ -43,6 +48,12 @@ class IngestStats:
     blocked_seconds: float = 0.0
     dropped_seconds: float = 0.0  # input dropped by the "drop" overflow policy (never silently)
     max_buffered_seconds: float = 0.0
+    snapshots: int = 0  # stream states received (failover)
+    snapshot_bytes: int = 0
+    recoveries: int = 0  # pipelines restarted after a lost worker
+    recovery_seconds: float = 0.0  # spent restarting them
+    replayed_seconds: float = 0.0  # input sent again after a restart
+    replayed_finals: int = 0  # finals given again by a replay, not delivered twice
 
     def to_dict(self) -> dict:
         return {k: round(v, 3) if isinstance(v, float) else v for k, v in asdict(self).items()}
@@ -88,6 +99,14 @@ class _Stream:
     error: str | None = None
     expired: bool = False
     lost: bool = False
+    # failover: the input sent since the last snapshot, by tick, and how many finals came before it
+    sent: deque = field(default_factory=deque)  # (tick seq, data)
+    snapshot: StreamState | None = None  # None: replay from the start
+    snapshot_finals: int = 0
+    since_snapshot: int = 0  # samples sent since one was last asked for
+    restore: StreamState | None = None  # to send with the next opening chunk
+    produced: int = 0  # finals the pipeline has given, counted from the start (replays included once)
+    delivered: int = 0  # finals delivered to the producer
 
 
 @dataclass
@@ -95,6 +114,7 @@ class _Tick:
     handle: object
     keys: list
     marks: list[float]
+    seq: int = 0
 
 
 class Ingest:
@@ -115,13 +135,21 @@ class Ingest:
         overflow: str = "block",
         max_buffer: float = 30.0,
         track_latency: bool = False,
+        failover: bool | None = None,
+        snapshot_every: float = 5.0,
+        max_recoveries: int = 5,
     ):
+        """`failover` (None: when the pipeline can restart, i.e. on Ray): keep each stream's input since its last
+        snapshot (asked for every `snapshot_every` s of input) and, when a worker is lost, restart the pipeline
+        and replay every open stream from its snapshot, at most `max_recoveries` times."""
         if overflow not in ("block", "drop"):
             raise ValueError("overflow is 'block' or 'drop'")
         self.pipeline = pipeline
         self.min_chunk, self.max_chunk, self.window = min_chunk, max(min_chunk, max_chunk), window
         self.overflow, self.max_buffer = overflow, max_buffer
         self.producer = uuid.uuid4().hex[:12]
+        self.failover = getattr(pipeline, "restartable", False) if failover is None else failover
+        self.snapshot_every, self.max_recoveries = snapshot_every, max_recoveries
         self.stats = IngestStats()
         self.latencies: list[float] | None = [] if track_latency else None
         self._streams: dict[Key, _Stream] = {}
@@ -209,6 +237,13 @@ class Ingest:
     def submit(self, block: bool = True) -> bool:
         """Send one tick with the ready chunk of every stream; False if nothing was sent."""
         with self._lock:
+            try:
+                return self._submit(block)
+            except _Recovered:
+                return True  # the streams wait to be replayed
+
+    def _submit(self, block: bool) -> bool:
+        with self._lock:
             self._check()
             if len(self._inflight) >= self.window:
                 self.stats.blocked += 1
@@ -226,8 +261,8 @@ class Ingest:
             if not chunks:
                 return False
             handle = self._call(self.pipeline.submit, self.producer, self._seq, chunks)
+            self._inflight.append(_Tick(handle, list(chunks), marks, self._seq))
             self._seq += 1
-            self._inflight.append(_Tick(handle, list(chunks), marks))
             self.stats.ticks += 1
             self.stats.chunks += len(chunks)
             self.stats.max_inflight = max(self.stats.max_inflight, len(self._inflight))
@@ -239,10 +274,13 @@ class Ingest:
             self._check()
             if not self._inflight:
                 return 0
-            done = self._call(self.pipeline.ready, [t.handle for t in self._inflight], timeout)
-            for _ in range(done):
-                tick = self._inflight.popleft()
-                self._deliver(tick, self._call(self.pipeline.get, tick.handle))
+            try:
+                done = self._call(self.pipeline.ready, [t.handle for t in self._inflight], timeout)
+                for _ in range(done):
+                    updates = self._call(self.pipeline.get, self._inflight[0].handle)
+                    self._deliver(self._inflight.popleft(), updates)
+            except _Recovered:
+                return 0
             return done
 
     def wait(self, timeout: float = 0.05) -> None:
@@ -293,12 +331,43 @@ class Ingest:
         return s is not None and (s.inflight > 0 or self._sendable(s, ignore_grant=True))
 
     def _call(self, method, *args):
-        """A pipeline call; its failure (a dead actor) fails every stream, once."""
+        """A pipeline call. A lost worker restarts the pipeline (failover: `_Recovered`); a failure that cannot be
+        recovered fails every stream, once."""
         try:
             return method(*args)
         except Exception as e:
+            if self._recover(e):
+                raise _Recovered from e
             self._fail(e)
             raise PipelineFailed(f"pipeline failed: {one_line(e)}") from e
+
+    def _recover(self, error: BaseException) -> bool:
+        """A fresh pipeline, and every open stream set to reopen at its snapshot with its input since."""
+        if not self.failover or self.stats.recoveries >= self.max_recoveries:
+            return False
+        t0 = time.monotonic()
+        if not self.pipeline.restart(error):
+            return False
+        self._inflight.clear()
+        self._seq = 0  # the new actors count this producer's ticks from 0
+        for s in self._streams.values():
+            if not s.done:
+                self._rewind(s)
+        self.stats.recoveries += 1
+        self.stats.recovery_seconds += time.monotonic() - t0
+        return True
+
+    def _rewind(self, s: _Stream) -> None:
+        replay = [data for _, data in s.sent]
+        parts = [_Part(d, None) for d in replay] + list(s.parts)
+        if len({p.data.dtype for p in parts}) > 1:  # PCM sent before a float push
+            parts = [_Part(to_float(p.data), p.mark) for p in parts]
+        s.parts, s.buffered = deque(parts), sum(len(p.data) for p in parts)
+        s.opened = s.granted = s.sent_last = False
+        s.inflight, s.since_snapshot = 0, 0
+        s.restore, s.produced = s.snapshot, s.snapshot_finals
+        s.sent.clear()
+        self.stats.replayed_seconds += sum(len(d) for d in replay) / s.rate
 
     def _reserve(self) -> None:
         waiting = [k for k, s in self._streams.items() if not s.granted and self._sendable(s, ignore_grant=True)]
@@ -335,9 +404,21 @@ class Ingest:
             data = pieces[0] if len(pieces) == 1 else np.concatenate(pieces)
         last = s.finishing and not s.buffered
         chunk = Chunk(data, last, None if s.opened else s.rate, None if s.opened else s.channels)
+        if self.failover:
+            self._keep(s, chunk)
         s.opened, s.sent_last = True, last
         s.inflight += 1
         return chunk
+
+    def _keep(self, s: _Stream, chunk: Chunk) -> None:
+        """Failover: keep what this chunk sends until a snapshot covers it, and ask for one every few seconds."""
+        data = chunk.data.copy()  # the producer may reuse its buffer (100 ms of audio: a few microseconds)
+        s.sent.append((self._seq, data))
+        if chunk.rate is not None:
+            chunk.restore, s.restore = s.restore, None
+        s.since_snapshot += len(data)
+        if not chunk.last and s.since_snapshot >= self.snapshot_every * s.rate:
+            chunk.snapshot, s.since_snapshot = True, 0
 
     def _drop_overflow(self, s: _Stream) -> None:
         excess = s.buffered - int(self.max_buffer * s.rate)
@@ -359,13 +440,39 @@ class Ingest:
             s = self._streams.get(key)
             if s is None:
                 continue
-            s.events += u.events
+            s.events += self._new_events(s, u.events)
+            if u.snapshot is not None:
+                self._snapshotted(s, u.snapshot, tick.seq)
             if u.error and not s.error:
                 s.error, s.expired = u.error, u.expired
             s.done = s.done or u.done
         if self.latencies is not None and tick.marks:
             now = time.monotonic()
             self.latencies += [now - m for m in tick.marks]
+
+    def _new_events(self, s: _Stream, events: list[Event]) -> list[Event]:
+        """All events, except after a replay those of utterances already delivered: no final twice."""
+        if not self.failover:
+            return events
+        out = []
+        for e in events:
+            if e.type == "final":
+                s.produced += 1
+                if s.produced <= s.delivered:
+                    self.stats.replayed_finals += 1
+                    continue
+                s.delivered += 1
+            elif s.produced < s.delivered:  # a partial of an utterance delivered already
+                continue
+            out.append(e)
+        return out
+
+    def _snapshotted(self, s: _Stream, state: StreamState, seq: int) -> None:
+        s.snapshot, s.snapshot_finals = state, s.produced
+        while s.sent and s.sent[0][0] <= seq:
+            s.sent.popleft()
+        self.stats.snapshots += 1
+        self.stats.snapshot_bytes += state.nbytes
 
     def _fail(self, e: BaseException) -> None:
         self._failed = e

@@ -13,6 +13,7 @@ import numpy as np
 import torch
 
 from .backend import Event
+from .snapshot import StreamState
 
 Key = Hashable
 
@@ -25,6 +26,8 @@ class Chunk:
     last: bool = False
     rate: int | None = None
     channels: int | None = None
+    snapshot: bool = False  # send the stream's StreamState after this chunk back with its events
+    restore: StreamState | None = None  # with `rate`: the stream opens where this state stood (failover)
 
 
 @dataclass
@@ -37,6 +40,8 @@ class Chunks:
     data: list[np.ndarray]
     last: list  # streams whose last chunk this is
     opens: dict  # stream -> (rate, channels) on its first chunk
+    snapshots: list = field(default_factory=list)  # streams whose state is asked for after this tick
+    restores: dict = field(default_factory=dict)  # stream -> StreamState it reopens at
 
     @classmethod
     def pack(cls, chunks: dict[Key, Chunk]) -> Chunks:
@@ -54,15 +59,20 @@ class Chunks:
                 packed.last.append(key)
             if c.rate is not None:
                 packed.opens[key] = (c.rate, c.channels)
+            if c.snapshot:
+                packed.snapshots.append(key)
+            if c.restore is not None:
+                packed.restores[key] = c.restore
         packed.data = [p[0] if len(p) == 1 else np.concatenate(p) for p in parts]
         return packed
 
     def unpack(self) -> dict[Key, Chunk]:
         offsets = [0] * len(self.data)
-        last, out = set(self.last), {}
+        last, snapshots, out = set(self.last), set(self.snapshots), {}
         for key, n, g in zip(self.keys, self.lengths, self.group):
             rate, channels = self.opens.get(key, (None, None))
-            out[key] = Chunk(self.data[g][offsets[g] : offsets[g] + n], key in last, rate, channels)
+            data = self.data[g][offsets[g] : offsets[g] + n]
+            out[key] = Chunk(data, key in last, rate, channels, key in snapshots, self.restores.get(key))
             offsets[g] += n
         return out
 
@@ -96,6 +106,8 @@ class Frames:
     opened: list = field(default_factory=list)
     closed: list = field(default_factory=list)  # their last chunk: end after this step
     errors: dict = field(default_factory=dict)  # stream -> one-line reason; the stream is dropped
+    snapshots: dict = field(default_factory=dict)  # stream -> its front end's state after this tick
+    restores: dict = field(default_factory=dict)  # stream -> the StreamState it reopens at
 
 
 @dataclass
@@ -106,6 +118,8 @@ class Probs:
     closed: list = field(default_factory=list)
     errors: dict = field(default_factory=dict)
     expired: dict = field(default_factory=dict)  # streams freed by the idle timeout -> why
+    snapshots: dict = field(default_factory=dict)  # stream -> (front end's, model's state) after this tick
+    restores: dict = field(default_factory=dict)  # stream -> the BackEndState its decoder reopens at
 
 
 @dataclass
@@ -116,3 +130,4 @@ class Update:
     done: bool = False
     error: str | None = None
     expired: bool = False
+    snapshot: StreamState | None = None  # asked for with the tick's chunk: the stream's state after it

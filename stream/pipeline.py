@@ -31,12 +31,14 @@ class PipelineSpec:
     max_slots: int = 4096
     idle_timeout: float | None = None
     decoders: int = 2  # decoder actors per Ray pipeline, each with a share of the streams
+    standby: bool = False  # a warm second set of a Ray pipeline's actors, swapped in when a worker is lost
 
 
 class Pipeline(Protocol):
     """Ticks of many streams' chunks in, each stream's events out, in order per producer."""
 
     node_id: str | None  # where the model runs ("local" in this process)
+    restartable: bool  # whether `restart` can replace lost workers (an Ingest then keeps what failover needs)
 
     def reserve(self, keys: list) -> list:
         """Ask model slots for new streams; -> those granted (the rest ask again later: backpressure)."""
@@ -55,6 +57,11 @@ class Pipeline(Protocol):
 
     def wait(self, handles: list, timeout: float | None) -> None:
         """Until any of the ticks (of this or other pipelines of its kind) is done, or `timeout`."""
+        ...
+
+    def restart(self, error: BaseException) -> bool:
+        """After `error` from a call: if it says a worker was lost, replace the pipeline's workers with fresh ones
+        (they hold no stream: the producer reopens its streams) and -> True; otherwise -> False."""
         ...
 
     def stats(self) -> dict:
@@ -78,6 +85,7 @@ class LocalPipeline:
         self.model = ModelStage(model, spec.slots, spec.max_slots, spec.idle_timeout)
         self.decoder = DecodeStage(make_backend)
         self.node_id = "local"
+        self.restartable = False  # nothing here can be lost without this process
 
     def submit(self, producer: Hashable, seq: int, chunks: dict[Key, Chunk]) -> dict[Key, Update]:
         req = self.model.submit(self.features.process(chunks), producer)
@@ -96,6 +104,9 @@ class LocalPipeline:
 
     def wait(self, handles: list, timeout: float | None) -> None:
         pass
+
+    def restart(self, error: BaseException) -> bool:
+        return False
 
     def stats(self) -> dict:
         return self.model.stats()

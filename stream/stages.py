@@ -24,6 +24,7 @@ from models.model import AcousticModel
 from .backend import BackEnd
 from .batcher import SequenceBatcher, SlotsFull
 from .messages import Chunk, Chunks, Frames, Key, Packed, Probs, Update
+from .snapshot import StreamState
 
 log = logging.getLogger(__name__)
 
@@ -40,12 +41,11 @@ class FeatureStage:
         if isinstance(chunks, Chunks):
             chunks = chunks.unpack()
         out = Frames(Packed([], [], np.zeros((0, self.extractor.dim), np.float32)))
-        keys, fronts, cuts = [], [], []
+        keys, fronts, cuts, snap = [], [], [], []
         for key, chunk in chunks.items():
             try:
                 if chunk.rate is not None:
-                    self.fronts[key] = self.extractor.open(chunk.rate, chunk.channels)
-                    out.opened.append(key)
+                    self._open(key, chunk, out)
                 front = self.fronts.get(key)
                 if front is None:
                     raise InputError(self.gone.pop(key, "stream is not open"))
@@ -55,13 +55,27 @@ class FeatureStage:
                 if chunk.last:
                     del self.fronts[key]
                     out.closed.append(key)
+                elif chunk.snapshot:
+                    snap.append((key, front))
             except Exception as e:  # one stream's bad input must not fail the others
                 self.fronts.pop(key, None)
                 if key in out.opened:
                     out.opened.remove(key)
+                out.restores.pop(key, None)
                 out.errors[key] = one_line(e)
         out.features = Packed.pack(dict(zip(keys, extract(self.extractor, fronts, cuts))), self.extractor.dim)
+        for key, front in snap:
+            if (state := front.snapshot()) is not None:
+                out.snapshots[key] = state
         return out
+
+    def _open(self, key: Key, chunk: Chunk, out: Frames) -> None:
+        front = self.extractor.open(chunk.rate, chunk.channels)
+        if chunk.restore is not None:
+            front.restore(chunk.restore.front)
+            out.restores[key] = chunk.restore
+        self.fronts[key] = front
+        out.opened.append(key)
 
     def drop(self, reasons: dict[Key, str]) -> None:
         for key, why in reasons.items():
@@ -79,6 +93,7 @@ class _Request:
     frames: Frames
     log_probs: dict = field(default_factory=dict)
     errors: dict = field(default_factory=dict)
+    snapshots: dict = field(default_factory=dict)  # stream -> (front end's, model's state) after this request
     remaining: int = 0
 
 
@@ -105,6 +120,7 @@ class ModelStage:
         self.stack, self.n_tokens = model.cfg.stack, model.cfg.n_tokens
         self._queue: dict[Key, list[_Queued]] = {}
         self._opening: set = set()
+        self._restoring: dict = {}  # stream -> the model State it opens at (failover)
         self._reserved: set = set()
         self._ready: list[_Request] = []
         self._expired: dict[Hashable, dict] = {}  # producer -> {stream: reason}, told on its next result
@@ -129,6 +145,7 @@ class ModelStage:
         req = _Request(producer, frames)
         closed = set(frames.closed)
         self._opening.update(frames.opened)
+        self._restoring.update({k: st.model for k, st in frames.restores.items()})
         for key, x in frames.features.unpack().items():
             self._queue.setdefault(key, []).append(_Queued(req, x, key in closed))
             req.remaining += 1
@@ -167,7 +184,7 @@ class ModelStage:
                     self._opening.discard(key)
                     self._reserved.discard(key)
                     try:
-                        self.batcher.start(key)  # cannot fail when reserved
+                        self.batcher.start(key, self._restoring.pop(key, None))  # cannot fail when reserved
                     except SlotsFull as e:
                         why = one_line(e)
                 if why is not None:
@@ -190,8 +207,11 @@ class ModelStage:
                     at += n
                 q.request.remaining -= 1
                 touched.append(q.request)
-            if items[-1].closes:
+            last = items[-1]
+            if last.closes:
                 self.batcher.end(key)
+            elif key in last.request.frames.snapshots:  # (asked of an earlier request: later frames are in the state)
+                last.request.snapshots[key] = (last.request.frames.snapshots[key], self.batcher.snapshot(key))
 
     def expire(self) -> dict[Key, str]:
         """Free the slots of streams idle past the timeout; each producer is told on its next result."""
@@ -210,6 +230,8 @@ class ModelStage:
             closed=req.frames.closed,
             errors={**req.frames.errors, **req.errors},
             expired=self._expired.pop(req.producer, {}),
+            snapshots=req.snapshots,
+            restores={k: st.back for k, st in req.frames.restores.items()},
         )
 
     def stats(self) -> dict:
@@ -240,11 +262,15 @@ class DecodeStage:
             if not self.mine(key):
                 continue
             try:
+                if key in probs.restores:
+                    self.backs[key] = self.make_backend().restore(probs.restores[key])
                 back = self.backs.get(key) or self.backs.setdefault(key, self.make_backend())
                 events = back.accept(log_probs)
                 if key in closed:
                     events += self.backs.pop(key).finish()
-                if events or key in closed:  # nothing to say about most streams in most ticks
+                if key in probs.snapshots:
+                    updates[key] = Update(events, snapshot=StreamState(*probs.snapshots[key], back.snapshot()))
+                elif events or key in closed:  # nothing to say about most streams in most ticks
                     updates[key] = Update(events, done=key in closed)
             except Exception as e:
                 self.backs.pop(key, None)

@@ -49,6 +49,42 @@ def digits_wav(tmp_path_factory, digits_audio) -> Path:
     return path
 
 
+FAST_FAILURE_DETECTION = {"health_check_initial_delay_ms": 0, "health_check_period_ms": 500, "health_check_failure_threshold": 3}
+
+
+@pytest.fixture
+def cluster():
+    """A real two-node Ray on this machine: head and worker node, both on 127.0.0.1, token authentication on (the
+    default token file), node failures detected in ~1.5 s."""
+    ray = pytest.importorskip("ray")
+    from ray._private.authentication.authentication_token_setup import ensure_token_if_auth_enabled
+    from ray._private.utils import get_ray_address_file
+    from ray.cluster_utils import Cluster
+
+    from stream.distributed.cluster import enable_token_auth, loopback_only
+
+    enable_token_auth()
+    ensure_token_if_auth_enabled(create_token_if_missing=True)  # ~/.ray/auth_token, as for `ray start --head`
+    address_file = Path(get_ray_address_file(None))
+    previous = address_file.read_text() if address_file.exists() else None
+    with loopback_only():
+        c = Cluster(
+            initialize_head=True,
+            head_node_args={"num_cpus": 1, "node_ip_address": "127.0.0.1", "include_dashboard": False,
+                            "_system_config": FAST_FAILURE_DETECTION},
+        )
+        worker = c.add_node(num_cpus=1, node_ip_address="127.0.0.1")
+        try:
+            yield c, worker
+        finally:
+            ray.shutdown()
+            c.shutdown()
+            if previous is None:  # Cluster advertised itself as this machine's Ray: take that back
+                address_file.unlink(missing_ok=True)
+            else:
+                address_file.write_text(previous)
+
+
 def chunked(x: np.ndarray, sizes: list[int]):
     """Split x into consecutive chunks, cycling through `sizes`."""
     i, k = 0, 0
@@ -56,3 +92,12 @@ def chunked(x: np.ndarray, sizes: list[int]):
         n = sizes[k % len(sizes)]
         yield x[i : i + n]
         i, k = i + n, k + 1
+
+
+def same_events(got, want) -> None:
+    """Identical events: type, text, word times; confidences to float rounding (a batched or longer LSTM call
+    rounds differently from a single or shorter one: ~1e-7)."""
+    key = lambda evs: [(e.type, e.text, e.start, e.end, [(w.word, w.start, w.end) for w in e.words]) for e in evs]
+    assert key(got) == key(want)
+    conf = lambda evs: [w.confidence for e in evs for w in e.words]
+    assert np.allclose(conf(got), conf(want), atol=1e-4)

@@ -1,5 +1,6 @@
 """A real two-node Ray cluster on this machine (token authentication on): batch work spreads over both
-nodes, and killing the worker node mid-run still ends with every file transcribed exactly once."""
+nodes, and killing the worker node mid-run still ends with every file transcribed exactly once; live streams
+whose pipeline runs on the killed node go on with exactly the finals they would have given."""
 
 from __future__ import annotations
 
@@ -8,7 +9,6 @@ import os
 import subprocess
 import sys
 from collections import Counter
-from pathlib import Path
 
 import pytest
 from conftest import FSDD
@@ -17,41 +17,8 @@ ray = pytest.importorskip("ray")
 
 pytestmark = [pytest.mark.ray, pytest.mark.slow]
 
-from ray.cluster_utils import Cluster  # noqa: E402
-
 from stream.batch.driver import BatchOptions, run_batch  # noqa: E402
-from stream.distributed.cluster import enable_token_auth, loopback_only  # noqa: E402
 from stream.transcribe import transcribe_file  # noqa: E402
-
-FAST_FAILURE_DETECTION = {"health_check_initial_delay_ms": 0, "health_check_period_ms": 500, "health_check_failure_threshold": 3}
-
-
-@pytest.fixture
-def cluster():
-    """Head and worker node, both on 127.0.0.1, token authentication on (the default token file)."""
-    from ray._private.authentication.authentication_token_setup import ensure_token_if_auth_enabled
-    from ray._private.utils import get_ray_address_file
-
-    enable_token_auth()
-    ensure_token_if_auth_enabled(create_token_if_missing=True)  # ~/.ray/auth_token, as for `ray start --head`
-    address_file = Path(get_ray_address_file(None))
-    previous = address_file.read_text() if address_file.exists() else None
-    with loopback_only():
-        c = Cluster(
-            initialize_head=True,
-            head_node_args={"num_cpus": 1, "node_ip_address": "127.0.0.1", "include_dashboard": False,
-                            "_system_config": FAST_FAILURE_DETECTION},
-        )
-        worker = c.add_node(num_cpus=1, node_ip_address="127.0.0.1")
-        try:
-            yield c, worker
-        finally:
-            ray.shutdown()
-            c.shutdown()
-            if previous is None:  # Cluster advertised itself as this machine's Ray: take that back
-                address_file.unlink(missing_ok=True)
-            else:
-                address_file.write_text(previous)
 
 
 def test_the_cluster_refuses_a_wrong_token(cluster):
@@ -87,3 +54,29 @@ def test_killing_a_worker_node_mid_run_loses_no_file(cluster, tmp_path, recogniz
     assert summary.transcribed == len(files) and summary.failed == 0
     for row in rows[::6]:
         assert row == transcribe_file(recognizer, row["path"]).to_dict()
+
+
+def test_fifty_live_streams_survive_the_loss_of_the_node_that_runs_their_pipeline(cluster, recognizer):
+    """The pipeline on the worker node, its standby on the head; the worker node removed mid-utterance."""
+    from test_failover import digit_streams, finals, live_run
+
+    from models.checkpoint import load_checkpoint
+    from stream.distributed.cluster import RayCluster
+    from stream.ingest import Ingest
+    from stream.options import recommended_options
+    from stream.pipeline import LocalPipeline, PipelineSpec
+
+    c, worker = cluster
+    checkpoint = load_checkpoint("digits")
+    ray_cluster = RayCluster.start("digits", address=c.address)
+    spec = PipelineSpec(device="cpu", options=recommended_options(checkpoint), standby=True)
+    pipeline = ray_cluster.pipeline(spec, node_id=worker.node_id)
+    assert pipeline.node_id == worker.node_id and pipeline.warm()
+    streams = digit_streams(50)
+    want, _ = live_run(Ingest(LocalPipeline(recognizer.extractor, recognizer.model, recognizer.backend)), streams)
+    ingest = Ingest(pipeline)
+    got, after = live_run(ingest, streams, fail=lambda: c.remove_node(worker, allow_graceful=False))
+    assert {n: finals(v) for n, v in got.items()} == {n: finals(v) for n, v in want.items()}
+    assert ingest.stats.recoveries == 1 and pipeline.node_id != worker.node_id
+    assert len(after) == len(streams)
+    pipeline.close()

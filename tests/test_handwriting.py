@@ -11,7 +11,7 @@ import sys
 import numpy as np
 import pytest
 import torch
-from conftest import DATA, REPO, chunked
+from conftest import DATA, REPO, chunked, same_events
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
@@ -177,7 +177,7 @@ def test_tiny_pen_model_reads_through_the_session_and_streams_exactly(tiny_pen, 
     assert recognizer.checkpoint.frontend == "pen"
     points, _ = uci_ink[0]
     whole = transcribe_array(recognizer, points)
-    assert whole == transcribe_array(recognizer, points, chunk=[1, 7, 3])
+    same_events(transcribe_array(recognizer, points, chunk=[1, 7, 3]), whole)
     history = recognizer.checkpoint.meta["loss_history"]
     assert history[-1][1] < history[2][1] / 2  # it learned (its accuracy is no concern: a few seconds of training)
     read = "".join(e.text for p, _ in uci_ink for e in transcribe_array(recognizer, p) if e.type == "final")

@@ -9,7 +9,7 @@ import time
 import numpy as np
 import pytest
 import soundfile as sf
-from conftest import FSDD
+from conftest import FSDD, same_events
 
 ray = pytest.importorskip("ray")
 
@@ -47,14 +47,6 @@ def _in_process(recognizer, rate, pieces, channels=None):
     session = recognizer.session(rate, channels)
     events = [e for p in pieces for e in session.accept(p)]
     return events + session.finish()
-
-
-def _same(got, want) -> None:
-    """Identical events: type, text, word times; confidences to float rounding (batched vs single matmuls)."""
-    key = lambda evs: [(e.type, e.text, e.start, e.end, [(w.word, w.start, w.end) for w in e.words]) for e in evs]
-    assert key(got) == key(want)
-    conf = lambda evs: [w.confidence for e in evs for w in e.words]
-    assert np.allclose(conf(got), conf(want), atol=1e-4)
 
 
 def _feed(ray_rec, rate, pieces, channels=None, start: threading.Barrier | None = None):
@@ -97,7 +89,7 @@ def test_concurrent_streams_get_exactly_the_in_process_events(ray_rec, recognize
     for name, (rate, pieces, channels) in streams.items():
         want = _in_process(recognizer, rate, pieces, channels)
         assert [e for e in want if e.type == "final"], name
-        _same(results[name], want)
+        same_events(results[name], want)
     chunks, ticks = ray_rec.ingest.stats.chunks - before[0], ray_rec.ingest.stats.ticks - before[1]
     assert chunks == sum(len(p) + 1 for _, p, _ in streams.values())  # every push one chunk, plus finish
     assert ticks < chunks  # streams shared ticks (one Ray message per stage for several streams)
@@ -139,10 +131,10 @@ def test_bad_input_fails_only_its_own_stream(ray_rec, recognizer):
     for t in threads:
         t.join(timeout=300)
     assert "NaN" in errors["nan"] and "channels" in errors["channels"]
-    _same(results["good"], _in_process(recognizer, 8000, good))
+    same_events(results["good"], _in_process(recognizer, 8000, good))
     # and the pipeline goes on serving new streams
     again = _pieces(_speaker("jackson", range(30, 40)), 1600)
-    _same(_feed(ray_rec, 8000, again), _in_process(recognizer, 8000, again))
+    same_events(_feed(ray_rec, 8000, again), _in_process(recognizer, 8000, again))
 
 
 def test_idle_stream_is_expired_its_slot_freed_and_the_client_told(ray_rec, recognizer):
@@ -158,7 +150,7 @@ def test_idle_stream_is_expired_its_slot_freed_and_the_client_told(ray_rec, reco
         with pytest.raises(StreamExpired, match="idle"):
             session.accept(np.zeros(1600, np.float32))
         fresh = _pieces(_speaker("george", range(35, 45)), 1600)  # the freed slot serves a new stream
-        _same(_feed(with_timeout, 8000, fresh), _in_process(recognizer, 8000, fresh))
+        same_events(_feed(with_timeout, 8000, fresh), _in_process(recognizer, 8000, fresh))
     finally:
         with_timeout.pipeline.close()
 
@@ -175,7 +167,7 @@ def test_backpressure_bounds_what_is_in_flight_and_loses_nothing(ray_rec, recogn
     assert ingest.stats.max_inflight == 2 and ingest.stats.blocked > 0
     assert ingest.stats.chunks == -(-len(audio) // 4000)
     assert ingest.stats.dropped_seconds == 0
-    _same(events, _in_process(recognizer, 8000, [audio[i : i + 4000] for i in range(0, len(audio), 4000)]))
+    same_events(events, _in_process(recognizer, 8000, [audio[i : i + 4000] for i in range(0, len(audio), 4000)]))
 
 
 def test_drop_policy_counts_what_it_drops(ray_rec):

@@ -54,7 +54,8 @@ class Worker:
         self.extractor = extractor  # reads the files (audio, or what the model's front end takes)
         self.streams = streams
         self.chunk_seconds = chunk_seconds
-        self.ingest = Ingest(pipeline, min_chunk=0.1, max_chunk=chunk_seconds, window=window)
+        # A lost node's files are redone whole by the fleet (run_batch), elsewhere: no live replay needed.
+        self.ingest = Ingest(pipeline, min_chunk=0.1, max_chunk=chunk_seconds, window=window, failover=False)
         self.files: dict = {}  # stream key -> _File
 
     @property

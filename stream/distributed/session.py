@@ -33,12 +33,14 @@ class RayRecognizer(SharedRecognizer):
         overflow: str = "block",
         num_cpus: int | None = None,
         checkpoint: Checkpoint | None = None,
+        standby: bool = True,
     ) -> RayRecognizer:
         """Start (or join `address`) Ray and place one pipeline on this node; the model ships as bytes.
-        `checkpoint`: `model` already loaded (its metadata is all this process needs)."""
+        `checkpoint`: `model` already loaded (its metadata is all this process needs). Live streams survive a lost
+        worker: the ingest keeps what replays them, and `standby` keeps a second set of actors warm to take over."""
         checkpoint = checkpoint or load_checkpoint(model)
         options = options if options is not None else recommended_options(checkpoint)
-        spec = PipelineSpec(device=device, options=options, endpoint=endpoint, idle_timeout=idle_timeout)
+        spec = PipelineSpec(device=device, options=options, endpoint=endpoint, idle_timeout=idle_timeout, standby=standby)
         cluster, pipeline = start_pipeline(model, spec, address, num_cpus)
         ingest = Ingest(pipeline, min_chunk=min_chunk, window=window, overflow=overflow)
         return cls(checkpoint, pipeline, ingest, on_close=cluster.close)
