@@ -206,7 +206,7 @@ def cmd_batch(args: argparse.Namespace) -> int:
     summary = run_batch(args.inputs, args.output, args.model, opts, spec, checkpoint=checkpoint)
     print(
         f"rnnstream: {summary.transcribed} transcribed, {summary.skipped} already done, {summary.failed} failed; "
-        f"{summary.audio_seconds / 3600:.3f} h of audio in {summary.wall_seconds:.1f} s ({summary.rtfx:.0f}x real time)",
+        f"{summary.audio_seconds / 3600:.3f} h of {summary.medium} in {summary.wall_seconds:.1f} s ({summary.rtfx:.0f}x real time)",
         file=sys.stderr,
     )
     return 1 if summary.failed else 0
