@@ -69,7 +69,8 @@ def test_page_captions_the_fake_microphone(served, recognizer, digits_audio, tmp
         deadline = time.monotonic() + 20
         while time.monotonic() < deadline and driver.find_element(By.ID, "status").text != "idle":
             time.sleep(0.25)
-        assert driver.find_element(By.ID, "status").text == "idle"
+        state = driver.find_element(By.ID, "status").text
+        assert state == "idle", (state, [e.text for e in driver.find_elements(By.CSS_SELECTOR, "#finals li .text")])
     finally:
         driver.quit()
 
