@@ -313,3 +313,23 @@ def test_batch_of_ink_with_the_bundled_model_in_process(ink_corpus, tmp_path):
     for row in rows.values():
         assert row == transcribe_file(recognizer, row["path"]).to_dict()
     assert sum(bool(row["text"]) for row in rows.values()) >= 4  # it reads something on real ink
+
+
+@pytest.mark.ray
+@pytest.mark.slow
+def test_batch_of_ink_through_ray(ink_corpus, tmp_path):
+    """The same directory and manifest through a local Ray: every ink file once, each as `transcribe` reads it."""
+    pytest.importorskip("ray")
+    from stream.session import Recognizer
+    from stream.transcribe import transcribe_file
+
+    out = tmp_path / "out.jsonl"
+    r = rnnstream("batch", str(ink_corpus / "dir"), str(ink_corpus / "more.jsonl"), "--model", "handwriting",
+                  "--no-progress", "--output", str(out))
+    assert r.returncode == 0, r.stderr
+    rows = [json.loads(line) for line in out.read_text().splitlines()]
+    assert sorted(Path(row["path"]).name for row in rows) == ["uci0.npy", "w0.inkml", "w1.jsonl", "w2.inkml", "w3.jsonl"]
+    assert "5 transcribed" in r.stderr and "h of ink in" in r.stderr
+    recognizer = Recognizer.load("handwriting", device="cpu")
+    for row in rows:
+        assert row == transcribe_file(recognizer, row["path"]).to_dict()
