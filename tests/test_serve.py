@@ -181,9 +181,9 @@ def test_realtime_and_burst_clients_get_the_transcribe_finals(served, recognizer
 
 def test_page_metrics_and_vosk_defaults(served, recordings):
     page = urllib.request.urlopen(f"http://127.0.0.1:{served.port}/", timeout=10).read().decode()
-    assert "<button" in page and 'src="app.js"' in page
+    assert "<button" in page and 'src="app.js"' in page and '<canvas id="pad"' in page and 'src="pen.js"' in page
     assert not re.search(r"""src=["']?(https?:)?//""", page)  # no external scripts: works offline
-    for js in ("app.js", "pcm-worklet.js"):
+    for js in ("app.js", "pcm-worklet.js", "pen.js"):
         body = urllib.request.urlopen(f"http://127.0.0.1:{served.port}/{js}", timeout=10).read().decode()
         assert "http://" not in body and "https://" not in body
     with pytest.raises(urllib.error.HTTPError) as e:
