@@ -376,24 +376,30 @@ def test_sigterm_flushes_every_open_stream_and_exits_0(recordings):
         proc.stderr.close()
 
 
-def test_ray_server_gives_the_same_finals(recognizer, recordings):
+def test_ray_server_gives_the_same_finals(recognizer, recordings, handwriting, ink_files):
+    """On Ray: Vosk clients on / and pen clients on /pen, each model a Ray pipeline of its own in one Ray."""
     pytest.importorskip("ray")
     from stream.distributed.session import RayRecognizer
 
     want = [expected(recognizer, p) for p, _ in recordings]
+    want_ink = [expected(handwriting, p) for p, _ in ink_files]
     shared = RayRecognizer.connect("digits", device="cpu", num_cpus=2, overflow="drop")
-    running = Running(shared)
+    pen = RayRecognizer.connect("handwriting", device="cpu", overflow="drop")  # joins the Ray the first started
+    running = Running(shared, pen=pen)
     try:
 
         async def main():
             jobs = [stream(running.url, a, realtime=rt, headers=None) for rt in (True, False) for _, a in recordings]
-            return await asyncio.gather(*jobs)
+            pens = [pen_stream(running.url + "/pen", pts, headers=None) for _, pts in ink_files]
+            return await asyncio.gather(*jobs), await asyncio.gather(*pens)
 
-        for (answers, code, sent), w in zip(asyncio.run(main()), want + want):
+        audio, pens = asyncio.run(main())
+        for (answers, code, sent), w in zip(audio + pens, want + want + want_ink):
             check_vosk(answers, code, sent)
             assert got(answers) == w
     finally:
         running.close()
+        pen.close()  # first: the digits recognizer shuts down the Ray it started
         shared.close()
 
 
