@@ -26,18 +26,24 @@
     }
   }
 
+  function forget() { // the stream is over (eof sent, or closed): the next stroke starts a new one, times from 0
+    ws = open = t0 = null;
+    queue = [];
+    liftedAt = null;
+  }
+
   function connect() {
     const url = new URL(path, location.href);
     url.protocol = location.protocol === "https:" ? "wss:" : "ws:";
     if (token) url.searchParams.set("token", token);
-    ws = new WebSocket(url);
-    ws.onmessage = (e) => show(JSON.parse(e.data));
-    ws.onclose = (e) => {
-      ws = open = null;
-      t0 = null; // a new connection is a new stream: its times start again
+    const s = new WebSocket(url);
+    s.onmessage = (e) => show(JSON.parse(e.data));
+    s.onclose = (e) => {
+      if (ws === s) forget();
       status(e.code === 1000 || e.code === 1001 ? "idle" : `closed ${e.code} ${e.reason}`);
     };
-    open = new Promise((ok, fail) => { ws.onopen = ok; ws.onerror = fail; });
+    ws = s;
+    open = new Promise((ok, fail) => { s.onopen = ok; s.onerror = fail; });
     status("writing");
   }
 
@@ -50,11 +56,11 @@
 
   async function flush() {
     if (!queue.length || !ws) return;
-    const batch = queue;
+    const s = ws, batch = queue;
     queue = [];
     await open;
-    if (ws && ws.readyState === WebSocket.OPEN) {
-      ws.send(JSON.stringify(batch));
+    if (s.readyState === WebSocket.OPEN) {
+      s.send(JSON.stringify(batch));
       window.penSent.push(...batch);
     }
   }
@@ -102,9 +108,11 @@
   pad.addEventListener("pointercancel", lift);
 
   $("pen-done").addEventListener("click", () => {
+    if (!ws) return;
+    const s = ws;
     flush().then(() => {
-      if (ws && ws.readyState === WebSocket.OPEN) ws.send('{"eof" : 1}'); // the last result, then the close
-      liftedAt = null;
+      if (s.readyState === WebSocket.OPEN) s.send('{"eof" : 1}'); // the last result, then the close
+      if (ws === s) forget(); // a stroke from now on is a new stream
       ink.clearRect(0, 0, pad.width, pad.height);
       status("finishing");
     });
