@@ -16,6 +16,9 @@ import soxr
 
 from .errors import InputError, one_line
 
+# What libsndfile reads (and mp3): the files a directory given to `rnnstream batch` is searched for.
+AUDIO_SUFFIXES = frozenset({".wav", ".flac", ".ogg", ".oga", ".opus", ".mp3", ".aif", ".aiff", ".au", ".w64"})
+
 
 class AudioError(InputError):
     """Input that is not usable audio (missing, empty, not audio, truncated, NaN/inf)."""

@@ -16,7 +16,7 @@ import numpy as np
 import torch
 import torchaudio
 
-from .audio import AudioConverter, audio_info, read_blocks
+from .audio import AUDIO_SUFFIXES, AudioConverter, audio_info, read_blocks
 
 # Quiet noise after the end of every stream (-70 dBFS, the quietest noise floor in training): a unidirectional
 # model emits a word after hearing it, so audio cut tight after the last word lost that word. Seeded, so every
@@ -104,6 +104,8 @@ class LogMelExtractor:
     """The audio front end of a model (see models.frontend): one log-mel transform for many streams' windows."""
 
     Config = FeatureConfig
+    medium = "audio"
+    suffixes = AUDIO_SUFFIXES
 
     def __init__(self, config: FeatureConfig, stack: int):
         self.config = config

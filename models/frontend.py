@@ -55,6 +55,8 @@ class Extractor(Protocol):
     rate: int  # the input's default rate: samples (audio) or points (pen) per second
     frame_seconds: float  # input seconds per frame
     tail_steps: int  # model steps a stream's end adds after its input (the back end keeps times inside the input)
+    medium: str  # what its input is called in reports ("audio", "ink")
+    suffixes: frozenset[str]  # the file suffixes it reads (lower case, with the dot)
 
     def open(self, rate: int | None = None, channels: int | None = None) -> FrontEnd:
         """A new stream at `rate` (None: `self.rate`) with `channels` values per sample (None: any)."""

@@ -106,6 +106,24 @@ def read_inkml(path: str | Path) -> Ink:
     return Ink(check_points(strokes_to_points(strokes), str(path)), truth)
 
 
+def point_row(p: object) -> list[float]:
+    """One JSON point `{"x", "y", "t", "pen"}` -> [x, y, t, pen] (`pen` "down" or "up", "down" if absent; `t`
+    seconds, absent or null: NaN); ValueError saying what is wrong (the JSON-lines reader and the server's pen
+    messages share it)."""
+    if not isinstance(p, dict):
+        raise ValueError(f"{type(p).__name__} is not an object with x and y")
+    if "x" not in p or "y" not in p:
+        raise ValueError("a point needs x and y")
+    pen = p.get("pen", "down")
+    if pen not in ("down", "up"):
+        raise ValueError(f"pen is {pen!r}, not 'down' or 'up'")
+    t = p.get("t")
+    values = [p["x"], p["y"]] + ([] if t is None else [t])
+    if any(isinstance(v, bool) or not isinstance(v, (int, float)) for v in values):
+        raise ValueError("x, y and t must be numbers")
+    return [float(p["x"]), float(p["y"]), math.nan if t is None else float(t), float(pen == "down")]
+
+
 def read_jsonl(path: str | Path) -> Ink:
     """One `{"x", "y", "t", "pen"}` a line (`pen` "down" or "up", "down" if absent; `t` seconds, absent or null:
     unknown); a `{"truth": text}` line gives the text."""
@@ -119,15 +137,11 @@ def read_jsonl(path: str | Path) -> Ink:
             continue
         try:
             p = json.loads(line)
-            if "truth" in p and "x" not in p:
+            if isinstance(p, dict) and "truth" in p and "x" not in p:
                 truth = str(p["truth"])
                 continue
-            pen = p.get("pen", "down")
-            if pen not in ("down", "up"):
-                raise ValueError(f"pen is {pen!r}, not 'down' or 'up'")
-            t = p.get("t")
-            rows.append([float(p["x"]), float(p["y"]), math.nan if t is None else float(t), float(pen == "down")])
-        except (ValueError, KeyError, TypeError, AttributeError) as e:
+            rows.append(point_row(p))
+        except ValueError as e:
             raise InkError(f"{path}: line {n} is not a point ({one_line(e)})") from None
     points = np.array(rows, dtype=np.float64).reshape(-1, 4)
     return Ink(check_points(points, str(path)), truth)

@@ -28,6 +28,7 @@ import numpy as np
 import torch
 
 from .errors import InputError
+from .ink import INK_SUFFIXES, read_ink
 
 # The frame's values, in order (dim = 11).
 FEATURES = ("down", "dx", "dy", "path", "jump_x", "jump_y", "start", "end", "height", "dir_x", "dir_y")
@@ -53,6 +54,8 @@ class PenExtractor:
 
     Config = PenConfig
     dim = len(FEATURES)
+    medium = "ink"
+    suffixes = frozenset(INK_SUFFIXES)
 
     def __init__(self, config: PenConfig, stack: int):
         self.config = config
@@ -75,14 +78,10 @@ class PenExtractor:
         return cuts
 
     def info(self, path: str | Path) -> tuple[int, int | None, float]:
-        from .ink import read_ink
-
         ink = read_ink(path)
         return self.rate, 4, ink.duration(self.rate)
 
     def blocks(self, path: str | Path, size: int) -> Iterator[np.ndarray]:
-        from .ink import read_ink
-
         points = read_ink(path).points
         for i in range(0, len(points), max(1, size)):
             yield points[i : i + size]

@@ -206,23 +206,22 @@ def cmd_batch(args: argparse.Namespace) -> int:
     summary = run_batch(args.inputs, args.output, args.model, opts, spec, checkpoint=checkpoint)
     print(
         f"rnnstream: {summary.transcribed} transcribed, {summary.skipped} already done, {summary.failed} failed; "
-        f"{summary.audio_seconds / 3600:.3f} h of audio in {summary.wall_seconds:.1f} s ({summary.rtfx:.0f}x real time)",
+        f"{summary.audio_seconds / 3600:.3f} h of {summary.medium} in {summary.wall_seconds:.1f} s ({summary.rtfx:.0f}x real time)",
         file=sys.stderr,
     )
     return 1 if summary.failed else 0
 
 
-def _serve_recognizer(args: argparse.Namespace):
-    """The SharedRecognizer every connection is a session of: in this process, or a Ray pipeline (--ray)."""
+def _shared(args: argparse.Namespace, model: str, checkpoint, options):
+    """A SharedRecognizer of `checkpoint` that connections are sessions of: in this process, or on Ray (--ray)."""
     from .pipeline import PipelineSpec
 
-    checkpoint, options = checkpoint_and_options(args, None if args.ray else (args.compute_device or "cpu"))
     # overflow="drop": the server never waits for a tick; a stream's input past 30 s unsent is dropped, counted.
     if args.ray:
         from .distributed.session import RayRecognizer
 
         return RayRecognizer.connect(
-            args.model, address=args.address, device=args.compute_device, options=options, checkpoint=checkpoint,
+            model, address=args.address, device=args.compute_device, options=options, checkpoint=checkpoint,
             window=args.window, overflow="drop",
         )
     import torch
@@ -233,6 +232,27 @@ def _serve_recognizer(args: argparse.Namespace):
     torch.set_num_threads(int(os.environ.get("OMP_NUM_THREADS", "1")))
     spec = PipelineSpec(device=args.compute_device, options=options)
     return Recognizer(checkpoint, options).shared(spec, window=args.window, overflow="drop")
+
+
+def _serve_recognizers(args: argparse.Namespace):
+    """The main model's SharedRecognizer and, beside a speech model, the pen model's (`--pen-model`; None: none)."""
+    from models.checkpoint import load_checkpoint
+
+    from .options import resolve_options
+
+    device = None if args.ray else (args.compute_device or "cpu")
+    checkpoint, options = checkpoint_and_options(args, device)
+    if args.pen_model == "none" or checkpoint.extractor().medium == "ink":  # a pen main model takes the points
+        return _shared(args, args.model, checkpoint, options), None
+    pen = load_checkpoint(args.pen_model, device or "cpu")
+    if pen.extractor().medium != "ink":
+        raise CheckpointError(f"--pen-model {args.pen_model}: not a pen model (its front end reads {pen.extractor().medium})")
+    main = _shared(args, args.model, checkpoint, options)
+    try:
+        return main, _shared(args, args.pen_model, pen, resolve_options(pen))
+    except BaseException:
+        main.close()
+        raise
 
 
 def cmd_serve(args: argparse.Namespace) -> int:
@@ -259,20 +279,23 @@ def cmd_serve(args: argparse.Namespace) -> int:
         host=args.host, port=args.port, max_clients=args.max_clients, token=token,
         idle_timeout=args.idle_timeout or None, sample_rate=args.sample_rate, tick=args.tick_ms / 1000,
     )
-    recognizer = _serve_recognizer(args)
+    recognizer, pen = _serve_recognizers(args)
 
     def ready(server) -> None:
         where = f"ws://{options.host}:{server.port}"
         mode = "Ray" if args.ray else "in process"
-        print(f"rnnstream: serving {where} (page: http://{options.host}:{server.port}/, metrics: /metrics), {mode}",
-              file=sys.stderr, flush=True)
+        extra = f", pen input at {where}/pen ({args.pen_model})" if pen is not None else ""
+        print(f"rnnstream: serving {where} (page: http://{options.host}:{server.port}/, metrics: /metrics), {mode}"
+              f"{extra}", file=sys.stderr, flush=True)
 
     try:
-        asyncio.run(run(recognizer, options, on_ready=ready))
+        asyncio.run(run(recognizer, options, on_ready=ready, pen=pen))
     except OSError as e:  # the port is taken, the host is not ours
         report(f"cannot listen on {options.host}:{options.port}: {e.strerror or e}")
         return 1
     finally:
+        if pen is not None:  # first: on Ray the main model's recognizer closes the Ray it started
+            pen.close()
         recognizer.close()
     print("rnnstream: stopped; every open stream got its final result", file=sys.stderr, flush=True)
     return 0
@@ -355,6 +378,9 @@ def _add_serve(sub) -> None:
                    help="seconds without a message before a stream is ended, its final sent (0: never; default 30)")
     p.add_argument("--sample-rate", type=_sample_rate, default=8000,
                    help="the rate of clients that send no config (default 8000, as the Vosk server)")
+    p.add_argument("--pen-model", default="handwriting",
+                   help="beside a speech model, a pen model for the page's canvas and pen clients at ws://HOST:PORT/pen "
+                        "(default: handwriting; 'none': no pen input)")
     p.add_argument("--tick-ms", type=positive_int, default=40, help="at most one tick per this many ms (default 40)")
     p.add_argument("--window", type=positive_int, default=4, help="ticks in flight at most (default 4)")
     p.set_defaults(func=cmd_serve)

@@ -7,6 +7,7 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -248,3 +249,87 @@ def test_a_long_pen_up_ends_the_line(tiny_pen, uci_ink):
         assert len(finals) == lines, (gap, finals)
         if lines == 2:
             assert finals[1].start >= a[-1, 2] + gap - 0.1  # times are ink seconds from the first point
+
+
+# ---------------------------------------------------------------------------------------------- batch of ink files
+
+
+@pytest.fixture(scope="module")
+def ink_corpus(tmp_path_factory):
+    """Held-out UNIPEN words as InkML and as JSON-lines points in a directory (with a WAV that a pen model must
+    not pick up), a UCI trajectory (.npy), and a .jsonl manifest naming one of the words."""
+    from tools import unipen
+
+    root = tmp_path_factory.mktemp("ink")
+    (root / "dir" / "sub").mkdir(parents=True)
+    held = unipen.split_writers(0)
+    words = [unipen.sample("7", int(i)) for i in unipen.indices("7", held, train=False)[:4]]
+    for k, (points, label, _) in enumerate(words):
+        if k % 2:
+            rows = [{"truth": label}] + [
+                {"x": x, "y": y, "t": None if np.isnan(t) else t, "pen": "down" if pen > 0.5 else "up"}
+                for x, y, t, pen in points.tolist()]
+            (root / "dir" / "sub" / f"w{k}.jsonl").write_text("\n".join(json.dumps(r) for r in rows) + "\n")
+        else:
+            write_inkml(root / "dir" / f"w{k}.inkml", points, truth=label)
+    d = np.load(DATA / "char-trajectories" / "trajectories.npz")
+    np.save(root / "dir" / "uci0.npy", d["data"][: int(d["lengths"][0])])
+    (root / "dir" / "notes.wav").write_bytes((DATA / "fsdd" / "recordings" / "0_george_0.wav").read_bytes())
+    (root / "dir" / "list.jsonl").write_text(json.dumps({"path": "w0.inkml"}) + "\n")  # a manifest, not ink
+    (root / "more.jsonl").write_text(json.dumps({"path": "dir/w2.inkml"}) + "\n")
+    return root
+
+
+def test_batch_inputs_follow_the_models_front_end(ink_corpus):
+    """A directory gives a pen model its ink files (.inkml, .jsonl points, .npy) and a speech model its audio; a
+    .jsonl is a manifest when its first row names a file, else (for a pen model) ink."""
+    from models.checkpoint import load_checkpoint
+    from stream.batch.inputs import expand_inputs, is_manifest
+
+    pen = load_checkpoint("handwriting").extractor().suffixes
+    got = expand_inputs([str(ink_corpus / "dir"), str(ink_corpus / "more.jsonl")], pen)
+    names = sorted(Path(p).name for p in got.paths)
+    assert names == ["uci0.npy", "w0.inkml", "w1.jsonl", "w2.inkml", "w3.jsonl"] and not got.errors
+    assert is_manifest(ink_corpus / "more.jsonl", pen) and not is_manifest(ink_corpus / "dir" / "sub" / "w1.jsonl", pen)
+    audio = expand_inputs([str(ink_corpus / "dir")])  # the default: a speech model's suffixes
+    assert [Path(p).name for p in audio.paths] == ["notes.wav"]
+    assert is_manifest(ink_corpus / "dir" / "sub" / "w1.jsonl")  # for a speech model every .jsonl is a manifest
+
+
+def test_batch_of_ink_with_the_bundled_model_in_process(ink_corpus, tmp_path):
+    """`rnnstream batch DIR --model handwriting --in-process`: every ink file once, each with the text `rnnstream
+    transcribe` gives it, and a summary in hours of ink."""
+    from stream.session import Recognizer
+    from stream.transcribe import transcribe_file
+
+    out = tmp_path / "out.jsonl"
+    r = rnnstream("batch", str(ink_corpus / "dir"), "--model", "handwriting", "--in-process", "--no-progress",
+                  "--output", str(out))
+    assert r.returncode == 0, r.stderr
+    rows = {Path(row["path"]).name: row for row in map(json.loads, out.read_text().splitlines())}
+    assert sorted(rows) == ["uci0.npy", "w0.inkml", "w1.jsonl", "w2.inkml", "w3.jsonl"]
+    assert "5 transcribed" in r.stderr and "h of ink in" in r.stderr and "audio" not in r.stderr
+    recognizer = Recognizer.load("handwriting", device="cpu")
+    for row in rows.values():
+        assert row == transcribe_file(recognizer, row["path"]).to_dict()
+    assert sum(bool(row["text"]) for row in rows.values()) >= 4  # it reads something on real ink
+
+
+@pytest.mark.ray
+@pytest.mark.slow
+def test_batch_of_ink_through_ray(ink_corpus, tmp_path):
+    """The same directory and manifest through a local Ray: every ink file once, each as `transcribe` reads it."""
+    pytest.importorskip("ray")
+    from stream.session import Recognizer
+    from stream.transcribe import transcribe_file
+
+    out = tmp_path / "out.jsonl"
+    r = rnnstream("batch", str(ink_corpus / "dir"), str(ink_corpus / "more.jsonl"), "--model", "handwriting",
+                  "--no-progress", "--output", str(out))
+    assert r.returncode == 0, r.stderr
+    rows = [json.loads(line) for line in out.read_text().splitlines()]
+    assert sorted(Path(row["path"]).name for row in rows) == ["uci0.npy", "w0.inkml", "w1.jsonl", "w2.inkml", "w3.jsonl"]
+    assert "5 transcribed" in r.stderr and "h of ink in" in r.stderr
+    recognizer = Recognizer.load("handwriting", device="cpu")
+    for row in rows:
+        assert row == transcribe_file(recognizer, row["path"]).to_dict()

@@ -1,6 +1,8 @@
 """`rnnstream serve` over real sockets: Vosk clients streaming FSDD connected digits at 1x speed and in one
 burst get the finals `transcribe_file` gives for the same audio, in process and on Ray; every bad input closes
-its own connection with an error while other clients stream beside it and finish correctly.
+its own connection with an error while other clients stream beside it and finish correctly. Pen clients (the
+protocol's pen extension) writing held-out UNIPEN words get the finals `transcribe_file` gives for the same ink,
+at `/pen` beside the speech model and on every path of a server of the handwriting model alone.
 
 Select with `pytest -m serve`.
 """
@@ -43,8 +45,8 @@ AUTH = {"Authorization": f"Bearer {TOKEN}"}
 class Running:
     """A Server on its own event loop in a thread, on a free port of 127.0.0.1."""
 
-    def __init__(self, shared, **options):
-        self.server = Server(shared, ServeOptions(port=0, **options))
+    def __init__(self, shared, pen=None, **options):
+        self.server = Server(shared, ServeOptions(port=0, **options), pen)
         self.loop = asyncio.new_event_loop()
         started = threading.Event()
 
@@ -67,12 +69,21 @@ class Running:
 
 
 @pytest.fixture(scope="module")
-def served(recognizer):
-    shared = recognizer.shared(overflow="drop")
-    running = Running(shared, token=TOKEN)
+def handwriting():
+    from stream.session import Recognizer
+
+    return Recognizer.load("handwriting", device="cpu")
+
+
+@pytest.fixture(scope="module")
+def served(recognizer, handwriting):
+    """The digits model on every path, the handwriting model at /pen (what `rnnstream serve` runs by default)."""
+    shared, pen = recognizer.shared(overflow="drop"), handwriting.shared(overflow="drop")
+    running = Running(shared, pen=pen, token=TOKEN)
     yield running
     running.close()
     shared.close()
+    pen.close()
 
 
 def _utterance(name: str, takes, digits: str, pause: float = 0.25) -> np.ndarray:
@@ -170,9 +181,9 @@ def test_realtime_and_burst_clients_get_the_transcribe_finals(served, recognizer
 
 def test_page_metrics_and_vosk_defaults(served, recordings):
     page = urllib.request.urlopen(f"http://127.0.0.1:{served.port}/", timeout=10).read().decode()
-    assert "<button" in page and 'src="app.js"' in page
+    assert "<button" in page and 'src="app.js"' in page and '<canvas id="pad"' in page and 'src="pen.js"' in page
     assert not re.search(r"""src=["']?(https?:)?//""", page)  # no external scripts: works offline
-    for js in ("app.js", "pcm-worklet.js"):
+    for js in ("app.js", "pcm-worklet.js", "pen.js"):
         body = urllib.request.urlopen(f"http://127.0.0.1:{served.port}/{js}", timeout=10).read().decode()
         assert "http://" not in body and "https://" not in body
     with pytest.raises(urllib.error.HTTPError) as e:
@@ -365,22 +376,162 @@ def test_sigterm_flushes_every_open_stream_and_exits_0(recordings):
         proc.stderr.close()
 
 
-def test_ray_server_gives_the_same_finals(recognizer, recordings):
+def test_ray_server_gives_the_same_finals(recognizer, recordings, handwriting, ink_files):
+    """On Ray: Vosk clients on / and pen clients on /pen, each model a Ray pipeline of its own in one Ray."""
     pytest.importorskip("ray")
     from stream.distributed.session import RayRecognizer
 
     want = [expected(recognizer, p) for p, _ in recordings]
+    want_ink = [expected(handwriting, p) for p, _ in ink_files]
     shared = RayRecognizer.connect("digits", device="cpu", num_cpus=2, overflow="drop")
-    running = Running(shared)
+    pen = RayRecognizer.connect("handwriting", device="cpu", overflow="drop")  # joins the Ray the first started
+    running = Running(shared, pen=pen)
     try:
 
         async def main():
             jobs = [stream(running.url, a, realtime=rt, headers=None) for rt in (True, False) for _, a in recordings]
-            return await asyncio.gather(*jobs)
+            pens = [pen_stream(running.url + "/pen", pts, headers=None) for _, pts in ink_files]
+            return await asyncio.gather(*jobs), await asyncio.gather(*pens)
 
-        for (answers, code, sent), w in zip(asyncio.run(main()), want + want):
+        audio, pens = asyncio.run(main())
+        for (answers, code, sent), w in zip(audio + pens, want + want + want_ink):
             check_vosk(answers, code, sent)
             assert got(answers) == w
+    finally:
+        running.close()
+        pen.close()  # first: the digits recognizer shuts down the Ray it started
+        shared.close()
+
+
+# ---------------------------------------------------------------------------------------------
+# pen input
+
+
+@pytest.fixture(scope="module")
+def ink_files(tmp_path_factory) -> list[tuple[Path, np.ndarray]]:
+    """Held-out writers' UNIPEN words as InkML files, and the points `rnnstream transcribe` reads from each."""
+    pytest.importorskip("tools.unipen")
+    from models.ink import read_ink, write_inkml
+    from tools import unipen
+
+    out = tmp_path_factory.mktemp("ink")
+    held = unipen.split_writers(0)
+    files = []
+    for k, i in enumerate(unipen.indices("7", held, train=False)[:4]):
+        points, label, _ = unipen.sample("7", int(i))
+        path = write_inkml(out / f"word{k}.inkml", points, truth=label)
+        files.append((path, read_ink(path).points))
+    return files
+
+
+def _json_points(points: np.ndarray) -> list[dict]:
+    return [{"x": x, "y": y, "t": None if np.isnan(t) else t, "pen": "down" if pen > 0.5 else "up"}
+            for x, y, t, pen in points.tolist()]
+
+
+async def pen_stream(url, points: np.ndarray, realtime: bool = True, headers=AUTH) -> tuple[list[dict], int | None, int]:
+    """A pen client: a config, the points in messages of 1 (a bare point), 7 and 13 (lists), at the ink's own
+    pace or all at once, eof; -> (answers, close code, messages sent)."""
+    rows, answers = _json_points(points), []
+    async with connect(url, additional_headers=headers) as ws:
+        await ws.send(json.dumps({"config": {"words": True}}))
+
+        async def read() -> None:
+            try:
+                async for m in ws:
+                    answers.append(json.loads(m))
+            except ConnectionClosed:
+                pass
+
+        reader = asyncio.create_task(read())
+        i, k, sent, t0 = 0, 0, 0, time.monotonic()
+        while i < len(rows):
+            n = (1, 7, 13)[k % 3]
+            batch = rows[i : i + n]
+            await ws.send(json.dumps(batch[0] if n == 1 else batch))
+            i, k, sent = i + n, k + 1, sent + 1
+            if realtime:
+                await asyncio.sleep(max(0.0, t0 + batch[-1]["t"] - points[0, 2] - time.monotonic()))
+        await ws.send('{"eof" : 1}')
+        await asyncio.wait_for(reader, 60)
+    return answers, ws.close_code, sent + 1
+
+
+def test_pen_clients_get_the_transcribe_finals(served, handwriting, ink_files, recognizer, recordings):
+    """Pen clients at /pen (at the ink's pace and in one burst) get what `rnnstream transcribe` reads in the same
+    ink, answered as Vosk answers audio, while Vosk clients on / stream digits beside them."""
+    want = [expected(handwriting, p) for p, _ in ink_files]
+    assert sum(bool(w) for w in want) >= 3, want  # the model reads something in most of these words
+    speech = [expected(recognizer, p) for p, _ in recordings[:2]]
+
+    async def main():
+        pens = [pen_stream(served.url + "/pen", pts, realtime=rt) for rt in (True, False) for _, pts in ink_files]
+        audio = [stream(served.url, a, realtime=False) for _, a in recordings[:2]]
+        return await asyncio.gather(*pens), await asyncio.gather(*audio)
+
+    pens, audio = asyncio.run(main())
+    for (answers, code, sent), w in zip(pens, want + want):
+        check_vosk(answers, code, sent)
+        assert got(answers) == w
+    assert any(a.get("partial") for answers, _, _ in pens for a in answers)  # read as it is written
+    for (answers, code, sent), w in zip(audio, speech):
+        check_vosk(answers, code, sent)
+        assert got(answers) == w
+    models = json.loads(urllib.request.urlopen(f"http://127.0.0.1:{served.port}/models", timeout=10).read())
+    assert models == {"audio": "/", "pen": "/pen"}
+
+
+BAD_PEN = {  # kind -> (messages, close code, words of the error)
+    "audio": ([b"\x00\x01" * 800], 1003, "binary data sent to a pen model"),
+    "fields": ([json.dumps({"x": 1, "z": 2})], 1007, "a point needs x and y"),
+    "pen": ([json.dumps([{"x": 1, "y": 2}, {"x": 2, "y": 2, "pen": "lifted"}])], 1007, "point 2 of the message"),
+    "types": ([json.dumps({"x": "1", "y": 2})], 1007, "must be numbers"),
+    "json": (["[{\"x\": 1,"], 1007, "invalid JSON"),
+    "rate": ([json.dumps({"config": {"sample_rate": -5}})], 1007, "absurd sample_rate"),
+    # NaN is the pen front end's to refuse, in the pipeline: the stream ends with its error
+    "nan": ([json.dumps([{"x": j, "y": 0, "t": j / 100} for j in range(20)]), '{"x": NaN, "y": 1, "t": 0.5}',
+             json.dumps([{"x": 1, "y": j, "t": 0.6 + j / 100} for j in range(40)])], 1007, "NaN"),
+}
+
+
+async def _bad_pen(url: str, messages: list) -> tuple[list, int | None, str | None]:
+    got: list = []
+    async with connect(url, additional_headers=AUTH, close_timeout=5) as ws:
+        try:
+            for m in messages:
+                await ws.send(m)
+            async for m in ws:
+                got.append(json.loads(m))
+        except ConnectionClosed:
+            pass
+    return got, ws.close_code, ws.close_reason
+
+
+def test_bad_pen_input_closes_only_its_connection(handwriting, ink_files):
+    """A server of the handwriting model alone (`rnnstream serve --model handwriting`): points on any path, and
+    each bad pen input gets an error and the close of its own connection while pen clients write beside it."""
+    want = [expected(handwriting, p) for p, _ in ink_files]
+    shared = handwriting.shared(overflow="drop")
+    running = Running(shared, token=TOKEN)
+    try:
+
+        async def main():
+            good = [asyncio.create_task(pen_stream(running.url + path, pts)) for (_, pts), path in zip(ink_files, ("", "/x", "/pen", ""))]
+            await asyncio.sleep(0.5)  # they are writing when the trouble starts
+            bad = await asyncio.gather(*(_bad_pen(running.url, m) for m, _, _ in BAD_PEN.values()))
+            return bad, await asyncio.gather(*good)
+
+        bad, good = asyncio.run(main())
+        for kind, (messages, code, reason) in zip(BAD_PEN, bad):
+            _, want_code, words = BAD_PEN[kind]
+            assert code == want_code, (kind, code, reason, messages)
+            errors = [m["error"] for m in messages if "error" in m]
+            assert errors and words in errors[-1] and words in reason, (kind, messages)
+        for (answers, code, sent), w in zip(good, want):
+            check_vosk(answers, code, sent)
+            assert got(answers) == w
+        models = json.loads(urllib.request.urlopen(f"http://127.0.0.1:{running.port}/models", timeout=10).read())
+        assert models == {"audio": None, "pen": "/"}
     finally:
         running.close()
         shared.close()

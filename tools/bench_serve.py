@@ -1,6 +1,7 @@
 """Load on `rnnstream serve`: N concurrent Vosk clients over WebSocket at 1x real time, on 127.0.0.1.
 
     python -m tools.bench_serve INPUTS... --clients N [--seconds S] [--ray] [--message-ms 100]
+    python -m tools.bench_serve --pen --clients N [--seconds S] [--ray]      # writers on /pen (handwriting)
 
 Starts `rnnstream serve` in a process of its own (in process, or with --ray), then N clients in this one, each
 replaying the tape of tools.bench_pipeline (real recordings as utterances with 1.5 s pauses) from its own
@@ -13,7 +14,10 @@ answer (the Vosk protocol answers each message, in order):
 - eof_final_ms: eof sent -> the last result received.
 The first `--warmup` seconds are left out. Traffic goes to 127.0.0.1 only, bounded in clients and seconds.
 Prints one JSON summary line last. `python -m tools.bench_pipeline streams` is the same streams without the
-network, for the ratio.
+network, for the ratio. `--pen`: pen clients at `/pen` instead (the server's default handwriting model beside the
+speech model), each replaying held-out UNIPEN words at 100 points a second (tools.bench_pen's tape) from its own
+offset, `--message-ms` of points a message, sent at the ink's own pace; "after speech" is then the word's last
+point sent -> its result.
 """
 
 from __future__ import annotations
@@ -28,6 +32,7 @@ import sys
 import threading
 import time
 import urllib.request
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
@@ -81,17 +86,43 @@ def _start_server(args: argparse.Namespace) -> tuple[subprocess.Popen, str]:
     raise SystemExit("bench_serve: the server did not start")
 
 
-async def _client(url: str, tape: np.ndarray, rate: int, offset: int, start: float, args, out: dict) -> None:
+def _audio_messages(tape: np.ndarray, rate: int, offset: int, args) -> tuple[int, Callable]:
+    """-> (messages, message i -> (seconds after the start it is due, payload)): PCM at 1x speed."""
+    size = rate * args.message_ms // 1000
+
+    def message(i: int) -> tuple[float, bytes]:
+        j = (offset + i * size) % (len(tape) - size)
+        return i * args.message_ms / 1000, tape[j : j + size].tobytes()
+
+    return max(1, int(args.seconds * 1000 // args.message_ms)), message
+
+
+def _pen_messages(tape: np.ndarray, offset: int, args) -> tuple[int, Callable]:
+    """The same for points: `--message-ms` of points a message, due at the ink time of its last point."""
+    from tools.bench_pen import RATE
+
+    size = max(1, RATE * args.message_ms // 1000)
+    rows = tape[offset : offset + int(args.seconds * RATE)].copy()
+    rows[:, 2] -= rows[0, 2]
+
+    def message(i: int) -> tuple[float, str]:
+        part = rows[i * size : (i + 1) * size]
+        return float(part[-1, 2]), json.dumps([{"x": x, "y": y, "t": round(t, 4), "pen": "down" if p > 0.5 else "up"}
+                                               for x, y, t, p in part.tolist()])
+
+    return -(-len(rows) // size), message
+
+
+async def _client(url: str, messages: tuple[int, Callable], config: dict, start: float, args, out: dict) -> None:
     from websockets.asyncio.client import connect
     from websockets.exceptions import ConnectionClosed
 
-    size = rate * args.message_ms // 1000
-    n = max(1, int(args.seconds * 1000 // args.message_ms))
+    n, message = messages
     sent: list[float] = []
     await asyncio.sleep(max(0.0, start - time.monotonic()))
     try:
         async with connect(url, max_size=None, open_timeout=60, close_timeout=30) as ws:
-            await ws.send(json.dumps({"config": {"sample_rate": rate}}))
+            await ws.send(json.dumps({"config": config}))
             t0 = time.monotonic()
             eof_at: list[float] = []
 
@@ -116,10 +147,10 @@ async def _client(url: str, tape: np.ndarray, rate: int, offset: int, start: flo
 
             reader = asyncio.create_task(read())
             for i in range(n):
-                await asyncio.sleep(max(0.0, t0 + i * args.message_ms / 1000 - time.monotonic()))
-                j = (offset + i * size) % (len(tape) - size)
+                due, payload = message(i)
+                await asyncio.sleep(max(0.0, t0 + due - time.monotonic()))
                 sent.append(time.monotonic())
-                await ws.send(tape[j : j + size].tobytes())
+                await ws.send(payload)
             eof_at.append(time.monotonic())
             await ws.send('{"eof" : 1}')
             await asyncio.wait_for(reader, 120)
@@ -147,21 +178,35 @@ def _scrape(url: str, echo: bool = False) -> dict:
     return pick
 
 
-async def _run(args, url: str) -> dict:
+def _clients(args) -> list[tuple[tuple[int, Callable], dict]]:
+    """Each client's messages and config."""
+    if args.pen:
+        from tools.bench_pen import RATE, tape
+
+        tapes = [tape(args.seconds + 120, seed) for seed in range(4)]
+        room = [len(t) - int(args.seconds * RATE) for t in tapes]
+        return [(_pen_messages(tapes[i % 4], i * 7919 % room[i % 4], args), {"words": True}) for i in range(args.clients)]
     tape, rate = _tape(args.inputs, pause=args.pause)
     size = rate * args.message_ms // 1000
+    offsets = (np.arange(args.clients) * 7919 * size) % (len(tape) - size)
+    return [(_audio_messages(tape, rate, int(o), args), {"sample_rate": rate}) for o in offsets]
+
+
+async def _run(args, url: str) -> dict:
+    clients = _clients(args)
     out = {"partial": [], "result": [], "after_speech": [], "eof": [], "codes": [], "failed": [], "messages": 0,
            "t0": time.monotonic() + 1.0}
     # Starts staggered over one message (as bench_pipeline), connections opened over the first second.
     starts = out["t0"] + np.arange(args.clients) / args.clients * max(1.0, args.message_ms / 1000)
-    offsets = (np.arange(args.clients) * 7919 * size) % (len(tape) - size)
     metrics_before = _scrape(url, args.echo)
-    await asyncio.gather(*(_client(url, tape, rate, int(o), s, args, out) for o, s in zip(offsets, starts)))
+    target = url + "/pen" if args.pen else url
+    await asyncio.gather(*(_client(target, m, config, s, args, out) for (m, config), s in zip(clients, starts)))
     after = _scrape(url, args.echo)
     ticks = (after["tick_streams_count"] or 0) - (metrics_before["tick_streams_count"] or 0)
     batch = ((after["tick_streams_sum"] or 0) - (metrics_before["tick_streams_sum"] or 0)) / max(ticks, 1)
     return {
         "mode": "echo" if args.echo else "ray" if args.ray else "in-process",
+        "input": "pen" if args.pen else "audio",
         "clients": args.clients,
         "seconds": args.seconds,
         "message_ms": args.message_ms,
@@ -184,7 +229,8 @@ def build_parser() -> argparse.ArgumentParser:
     from stream.cli import add_model_args
 
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("inputs", nargs="+", metavar="INPUT", help="audio files, directories, globs or manifests")
+    p.add_argument("inputs", nargs="*", metavar="INPUT", help="audio files, directories, globs or manifests")
+    p.add_argument("--pen", action="store_true", help="pen clients on /pen (held-out UNIPEN words) instead of audio")
     p.add_argument("--clients", type=positive_int, default=100)
     p.add_argument("--seconds", type=float, default=20.0, help="audio each client sends (default 20)")
     p.add_argument("--message-ms", type=positive_int, default=100, help="audio per message (default 100)")
@@ -200,7 +246,10 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if not args.inputs and not args.pen:
+        parser.error("audio INPUTs are needed (or --pen)")
     proc, url = _start_server(args)
     try:
         summary = asyncio.run(_run(args, url))

@@ -137,7 +137,8 @@ class BatchSummary:
     transcribed: int = 0
     failed: int = 0
     resubmitted: int = 0  # files restarted after their worker died
-    audio_seconds: float = 0.0
+    audio_seconds: float = 0.0  # seconds of input transcribed: audio, or ink time for a pen model
+    medium: str = "audio"  # what the input is (the model front end's word: "audio", "ink")
     wall_seconds: float = 0.0
     per_worker: dict = field(default_factory=dict)  # node id -> files transcribed there
     cpu_seconds: float = 0.0  # CPU time of this process and the workers' actors on this machine
@@ -159,11 +160,14 @@ def run_batch(
 ) -> BatchSummary:
     """Transcribe every input not yet in `output`; `on_file` is called after each record is written.
     `checkpoint`: `model` already loaded (the driver reads the files with its front end)."""
+    checkpoint = checkpoint or load_checkpoint(model)
+    extractor = checkpoint.extractor()  # which files a directory holds for this model, and what to call them
     run = _Run(open_sink(output, opts.fmt), errors, on_file)
+    run.summary.medium = extractor.medium
     try:
-        todo = run.plan(inputs)
+        todo = run.plan(inputs, extractor.suffixes)
         if todo:
-            fleet = _Fleet(model, spec, opts, checkpoint or load_checkpoint(model))
+            fleet = _Fleet(model, spec, opts, checkpoint)
             try:
                 fleet.start()
                 run.loop(fleet, todo, opts.max_attempts, opts.progress)
@@ -184,9 +188,10 @@ class _Run:
         self.bar = None
         self.t0 = time.monotonic()
 
-    def plan(self, inputs: list[str]) -> deque[tuple[str, int]]:
-        """The inputs still to do, as (path, attempt); inputs that name nothing are recorded as errors."""
-        expanded = expand_inputs(inputs)
+    def plan(self, inputs: list[str], suffixes: frozenset[str]) -> deque[tuple[str, int]]:
+        """The inputs still to do, as (path, attempt); inputs that name nothing are recorded as errors.
+        `suffixes`: the files the model's front end reads (what a directory is searched for)."""
+        expanded = expand_inputs(inputs, suffixes)
         self.summary.files = len(expanded.paths) + len(expanded.errors)
         todo: deque[tuple[str, int]] = deque()
         for path in expanded.paths:
@@ -244,7 +249,8 @@ class _Run:
         if self.bar is not None:
             self.bar.update(1)
             rtf = 1 / summary.rtfx if summary.rtfx else 0
-            self.bar.set_postfix_str(f"{summary.audio_seconds / 3600:.2f} h audio, RTF {rtf:.4f} ({summary.rtfx:.0f}x)", refresh=False)
+            hours = f"{summary.audio_seconds / 3600:.2f} h {summary.medium}"
+            self.bar.set_postfix_str(f"{hours}, RTF {rtf:.4f} ({summary.rtfx:.0f}x)", refresh=False)
         if self.on_file is not None:
             self.on_file(summary)
 

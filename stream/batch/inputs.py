@@ -1,4 +1,10 @@
-"""What `rnnstream batch` reads: directories, globs, manifests and files, expanded to a list of inputs, each once."""
+"""What `rnnstream batch` reads: directories, globs, manifests and files, expanded to a list of inputs, each once.
+
+Which files count is the model's front end's business (`Extractor.suffixes`): audio files for a speech model, ink
+(.inkml, .jsonl, .npy) for a pen model. A `.jsonl` is either a manifest or, for a pen model, an ink file of JSON
+points; the rule: it is a manifest when its first row names a file ("path", "audio_filepath" or "audio"),
+otherwise ink. For a speech model a `.jsonl` is always a manifest.
+"""
 
 from __future__ import annotations
 
@@ -9,22 +15,23 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from models.audio import AUDIO_SUFFIXES
 from models.errors import one_line
 
-AUDIO_SUFFIXES = {".wav", ".flac", ".ogg", ".oga", ".opus", ".mp3", ".aif", ".aiff", ".au", ".w64"}
 MANIFEST_SUFFIXES = {".txt", ".lst", ".list", ".jsonl"}
-
+MANIFEST_KEYS = ("path", "audio_filepath", "audio")
 
 
 @dataclass
 class Inputs:
-    paths: list[str]  # audio files, in order, each once
+    paths: list[str]  # input files, in order, each once
     errors: dict[str, str] = field(default_factory=dict)  # inputs that name nothing usable -> why
 
 
-def expand_inputs(inputs: list[str]) -> Inputs:
-    """Directories (recursively, audio files), globs, manifests (.txt/.lst: a path per line; .jsonl: objects
-    with "path", "audio_filepath" or "audio") and plain files; duplicates are kept once."""
+def expand_inputs(inputs: list[str], suffixes: frozenset[str] = AUDIO_SUFFIXES) -> Inputs:
+    """Directories (recursively, the files with `suffixes`: the model's front end's), globs, manifests (.txt/.lst:
+    a path per line; .jsonl: objects with "path", "audio_filepath" or "audio") and plain files; duplicates are
+    kept once."""
     out = Inputs([])
     seen: set[str] = set()
 
@@ -38,9 +45,9 @@ def expand_inputs(inputs: list[str]) -> Inputs:
         p = Path(item)
         if p.is_dir():
             for f in sorted(p.rglob("*")):
-                if f.suffix.lower() in AUDIO_SUFFIXES and f.is_file():
+                if f.suffix.lower() in suffixes and f.is_file() and not is_manifest(f, suffixes):
                     add(str(f))
-        elif p.is_file() and p.suffix.lower() in MANIFEST_SUFFIXES:
+        elif p.is_file() and is_manifest(p, suffixes):
             try:
                 for path in _manifest(p):
                     add(path)
@@ -60,6 +67,23 @@ def expand_inputs(inputs: list[str]) -> Inputs:
     return out
 
 
+def is_manifest(path: Path, suffixes: frozenset[str] = AUDIO_SUFFIXES) -> bool:
+    """A list of inputs rather than an input: by suffix, except a `.jsonl` the front end reads (pen models' JSON
+    points), which is a manifest only when its first row names a file."""
+    suffix = path.suffix.lower()
+    if suffix not in MANIFEST_SUFFIXES:
+        return False
+    if suffix not in suffixes:
+        return True
+    try:
+        with open(path) as f:
+            first = next((line for line in f if line.strip() and not line.lstrip().startswith("#")), "")
+        row = json.loads(first)
+    except (OSError, UnicodeDecodeError, ValueError):
+        return False  # not a readable manifest: the reader of the input says what is wrong with it
+    return isinstance(row, dict) and any(k in row for k in MANIFEST_KEYS)
+
+
 def _manifest(path: Path) -> Iterator[str]:
     base = path.parent
     for n, line in enumerate(path.read_text().splitlines(), 1):
@@ -68,7 +92,7 @@ def _manifest(path: Path) -> Iterator[str]:
             continue
         if path.suffix.lower() == ".jsonl":
             row = json.loads(line)
-            entry = next((row[k] for k in ("path", "audio_filepath", "audio") if k in row), None)
+            entry = next((row[k] for k in MANIFEST_KEYS if k in row), None)
             if not isinstance(entry, str):
                 raise ValueError(f"line {n} has no path")
             line = entry

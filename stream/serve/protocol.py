@@ -30,6 +30,18 @@ TRY_LATER = 1013  # server full
 MIN_RATE, MAX_RATE = 1000, 384_000
 
 
+@dataclass(frozen=True)
+class Rates:
+    """What a config's `sample_rate` may be: whole numbers in [low, high]; `required`: a config must name it."""
+
+    low: int = MIN_RATE
+    high: int = MAX_RATE
+    required: bool = True
+
+
+AUDIO_RATES = Rates()
+
+
 class ProtocolError(Exception):
     """Bad input: the connection gets `{"error": message}` and is closed with `code`."""
 
@@ -60,29 +72,40 @@ def parse(message: str | bytes, config: Config, audio_started: bool) -> Message:
         if len(message) % 2:
             raise ProtocolError(f"odd number of bytes ({len(message)}): audio is 16-bit PCM", INVALID)
         return np.frombuffer(message, dtype="<i2")
-    try:
-        obj = json.loads(message)
-    except ValueError:
-        raise ProtocolError("invalid JSON in a text message", INVALID) from None
-    if isinstance(obj, dict) and obj.keys() == {"eof"}:
-        return Eof()
-    if isinstance(obj, dict) and "config" in obj:
-        if audio_started:
-            raise ProtocolError("config after audio: send it before the first audio message", UNSUPPORTED)
-        return parse_config(obj["config"], config)
+    obj = decode(message)
+    if isinstance(obj, dict) and ("config" in obj or obj.keys() == {"eof"}):
+        return control(obj, config, audio_started)
     raise ProtocolError("text where audio was expected (binary PCM, a config first, or {\"eof\" : 1})", UNSUPPORTED)
 
 
-def parse_config(c: object, current: Config) -> Config:
+def decode(message: str) -> object:
+    """A text message's JSON; ProtocolError (1007) if it is not JSON."""
+    try:
+        return json.loads(message)
+    except ValueError:
+        raise ProtocolError("invalid JSON in a text message", INVALID) from None
+
+
+def control(obj: dict, config: Config, started: bool, rates: Rates = AUDIO_RATES) -> Config | Eof:
+    """`{"eof" : 1}` or a config (before any input, its rate in `rates`) -> Eof or the new Config."""
+    if obj.keys() == {"eof"}:
+        return Eof()
+    if started:
+        raise ProtocolError("config after input: send it before the first audio (or points) message", UNSUPPORTED)
+    return parse_config(obj["config"], config, rates)
+
+
+def parse_config(c: object, current: Config, rates: Rates = AUDIO_RATES) -> Config:
     if not isinstance(c, dict):
         raise ProtocolError("config must be an object", INVALID)
-    if "sample_rate" not in c:
+    if "sample_rate" not in c and rates.required:
         raise ProtocolError("config without sample_rate", INVALID)
-    rate = c["sample_rate"]
+    rate = c.get("sample_rate", current.sample_rate)
     if isinstance(rate, bool) or not isinstance(rate, (int, float)) or rate != rate:
         raise ProtocolError(f"sample_rate must be a number, not {json.dumps(rate)[:40]}", INVALID)
-    if not (MIN_RATE <= rate <= MAX_RATE) or rate != int(rate):
-        raise ProtocolError(f"absurd sample_rate {rate!r}: a whole number of Hz in {MIN_RATE}-{MAX_RATE}", INVALID)
+    low, high = rates.low, rates.high
+    if not (low <= rate <= high) or rate != int(rate):
+        raise ProtocolError(f"absurd sample_rate {rate!r}: a whole number of Hz in {low}-{high}", INVALID)
     words = c.get("words", current.words)
     alternatives = c.get("max_alternatives", current.max_alternatives)
     if alternatives not in (0, None):  # n-best lists are not what the shared pipeline decodes

@@ -10,12 +10,16 @@ backpressure per connection (`max_queue`). Invariants:
   connection's bound is dropped and counted, never silently.
 - SIGTERM (or `shutdown`): stop accepting, end every open stream as at eof (its final result is sent), close
   them with 1001, return.
+- A second model, for pen input (`pen`), is served at the path `/pen` (stream.serve.pen): its connections are
+  sessions of its own SharedRecognizer through a Hub of its own; every other path is the main model, so a Vosk
+  client on any path sees nothing of it. A pen main model (`serve --model handwriting`) takes points on every path.
 """
 
 from __future__ import annotations
 
 import asyncio
 import hmac
+import json
 import logging
 import signal
 import sys
@@ -34,6 +38,7 @@ from ..shared import SharedRecognizer
 from . import protocol
 from .hub import Close, Hub, Stream
 from .metrics import CONTENT_TYPE_LATEST, Metrics
+from .pen import parse_pen
 from .protocol import Config, Eof, ProtocolError
 
 log = logging.getLogger(__name__)
@@ -45,7 +50,9 @@ STATIC = {  # path -> (file in stream/serve/static, content type)
     "/index.html": ("index.html", "text/html; charset=utf-8"),
     "/app.js": ("app.js", "text/javascript; charset=utf-8"),
     "/pcm-worklet.js": ("pcm-worklet.js", "text/javascript; charset=utf-8"),
+    "/pen.js": ("pen.js", "text/javascript; charset=utf-8"),
 }
+PEN_PATH = "/pen"  # where a second, pen model is served beside a speech model
 
 
 @dataclass(frozen=True)
@@ -62,17 +69,54 @@ class ServeOptions:
     tick: float = 0.04  # seconds between ticks at most once per: larger batches, ~tick/2 more latency
 
 
-class Server:
-    """The WebSocket server over `recognizer` (a SharedRecognizer: in process or on Ray)."""
+@dataclass(eq=False)
+class Route:
+    """One model the server serves: its recognizer, its hub (once started) and what its clients send."""
 
-    def __init__(self, recognizer: SharedRecognizer, options: ServeOptions = ServeOptions()):
+    recognizer: SharedRecognizer
+    pen: bool  # points as JSON text (stream.serve.pen), else the Vosk protocol's PCM
+    hub: Hub | None = None
+
+    @classmethod
+    def of(cls, recognizer: SharedRecognizer) -> Route:
+        return cls(recognizer, recognizer.extractor.medium == "ink")
+
+
+class Server:
+    """The WebSocket server over `recognizer` (a SharedRecognizer: in process or on Ray), and `pen`, a second
+    (pen) model's at `/pen`, if given."""
+
+    def __init__(self, recognizer: SharedRecognizer, options: ServeOptions = ServeOptions(), pen: SharedRecognizer | None = None):
         self.recognizer, self.options = recognizer, options
+        self.main = Route.of(recognizer)
+        self.pen = Route.of(pen) if pen is not None else None
+        if self.pen is not None and (self.main.pen or not self.pen.pen):
+            raise ValueError("the second model is for pen input beside a speech model")
         self.metrics = Metrics()
         self.connections: set[Connection] = set()
         self.stopping = False
-        self.hub: Hub | None = None
         self._ws: WSServer | None = None
         self._static = {path: _static(name) for path, (name, _) in STATIC.items()}
+
+    @property
+    def routes(self) -> list[Route]:
+        return [self.main] + ([self.pen] if self.pen is not None else [])
+
+    @property
+    def hub(self) -> Hub | None:
+        """The main model's hub."""
+        return self.main.hub
+
+    def models(self) -> dict:
+        """Where the page finds each kind of input (`/models`): a path, or None when not served."""
+        if self.main.pen:
+            return {"audio": None, "pen": "/"}
+        return {"audio": "/", "pen": PEN_PATH if self.pen is not None else None}
+
+    def route(self, path: str) -> Route:
+        if self.pen is not None and urlsplit(path).path.rstrip("/") == PEN_PATH:
+            return self.pen
+        return self.main
 
     @property
     def port(self) -> int:
@@ -83,8 +127,9 @@ class Server:
         # whole switch interval (5 ms by default) before handing back: hundreds of such waits per tick made a
         # tick take seconds at 500 clients (BENCHMARKS.md, issue 16). 0.5 ms bounds that wait.
         sys.setswitchinterval(min(sys.getswitchinterval(), SWITCH_INTERVAL))
-        self.hub = Hub(self.recognizer, asyncio.get_running_loop(), self.metrics, self.options.tick)
-        self.hub.start()
+        for route in self.routes:
+            route.hub = Hub(route.recognizer, asyncio.get_running_loop(), self.metrics, self.options.tick)
+            route.hub.start()
         self._ws = await serve(
             self._handle, self.options.host, self.options.port,
             process_request=self._http, max_size=self.options.max_message,
@@ -115,7 +160,8 @@ class Server:
             await asyncio.wait_for(self._ws.wait_closed(), timeout)
         except TimeoutError:
             log.warning("shutdown: %d connections still open after %.0f s", len(self.connections), timeout)
-        self.hub.stop()
+        for route in self.routes:
+            route.hub.stop()
 
     # -- HTTP on the same port
 
@@ -125,6 +171,8 @@ class Server:
         path = urlsplit(request.path).path
         if path == "/metrics":
             return _response(connection, 200, self.metrics.text(), CONTENT_TYPE_LATEST)
+        if path == "/models":
+            return _response(connection, 200, json.dumps(self.models()).encode(), "application/json")
         if path in self._static:
             return _response(connection, 200, self._static[path], STATIC[path][1])
         return _response(connection, 404, b"not found\n", "text/plain; charset=utf-8")
@@ -142,7 +190,7 @@ class Server:
                 return
             await _close(ws, close)
             return
-        conn = Connection(self, ws)
+        conn = Connection(self, ws, self.route(ws.request.path))
         self.connections.add(conn)
         self.metrics.clients.inc()
         self.metrics.open_streams.inc()
@@ -165,10 +213,12 @@ class Server:
 class Connection:
     """One client: messages in (parsed on the loop, handed to the hub), answers out (a sender task)."""
 
-    def __init__(self, server: Server, ws: ServerConnection):
-        self.server, self.ws, self.hub, self.metrics = server, ws, server.hub, server.metrics
+    def __init__(self, server: Server, ws: ServerConnection, route: Route):
+        self.server, self.ws, self.hub, self.metrics = server, ws, route.hub, server.metrics
         self.options = server.options
-        self.config = Config(self.options.sample_rate)
+        self.parse = parse_pen if route.pen else protocol.parse
+        # Without a config: the Vosk server's rate for audio; for points without times, the pen model's.
+        self.config = Config(route.recognizer.sample_rate if route.pen else self.options.sample_rate)
         self.stream: Stream | None = None
         self.ended = False  # eof sent to the hub: nothing more is accepted
         self.outbox: asyncio.Queue = asyncio.Queue()
@@ -210,7 +260,7 @@ class Connection:
             if self.stream is not None and self.stream.closed:
                 return  # the stream is over (idle, shutdown): late input is moot
             raise ProtocolError("input after eof", protocol.UNSUPPORTED)
-        m = protocol.parse(message, self.config, self.stream is not None)
+        m = self.parse(message, self.config, self.stream is not None)
         if isinstance(m, Config):
             self.config = m  # answered with nothing, as by the Vosk server
             return
@@ -304,9 +354,9 @@ def _response(connection: ServerConnection, status: int, body: bytes, content_ty
     return Response(response.status_code, response.reason_phrase, headers, body)
 
 
-async def run(recognizer: SharedRecognizer, options: ServeOptions, on_ready=None) -> None:
-    """Serve until SIGTERM/SIGINT, then shut down cleanly (the caller closes the recognizer)."""
-    server = Server(recognizer, options)
+async def run(recognizer: SharedRecognizer, options: ServeOptions, on_ready=None, pen: SharedRecognizer | None = None) -> None:
+    """Serve until SIGTERM/SIGINT, then shut down cleanly (the caller closes the recognizers)."""
+    server = Server(recognizer, options, pen)
     await server.start()
     if on_ready is not None:
         on_ready(server)

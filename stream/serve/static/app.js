@@ -81,3 +81,6 @@ $("mic").addEventListener("click", () => {
   else start().catch((e) => { status("error: " + e); cleanup(); });
 });
 status("idle");
+fetch("models").then((r) => r.json()).then((m) => { // a pen model alone: no microphone
+  if (!m.audio) { $("mic").disabled = true; status("no speech model on this server"); }
+}).catch(() => {});
