@@ -222,7 +222,7 @@ def _shared(args: argparse.Namespace, model: str, checkpoint, options):
 
         return RayRecognizer.connect(
             model, address=args.address, device=args.compute_device, options=options, checkpoint=checkpoint,
-            window=args.window, overflow="drop",
+            window=args.window, overflow="drop", admit_latency=args.max_lag,
         )
     import torch
 
@@ -231,7 +231,7 @@ def _shared(args: argparse.Namespace, model: str, checkpoint, options):
     # One intra-op thread: the event loop needs the other core (see BENCHMARKS.md, issue 16).
     torch.set_num_threads(int(os.environ.get("OMP_NUM_THREADS", "1")))
     spec = PipelineSpec(device=args.compute_device, options=options)
-    return Recognizer(checkpoint, options).shared(spec, window=args.window, overflow="drop")
+    return Recognizer(checkpoint, options).shared(spec, window=args.window, overflow="drop", admit_latency=args.max_lag)
 
 
 def _serve_recognizers(args: argparse.Namespace):
@@ -373,6 +373,8 @@ def _add_serve(sub) -> None:
     p.add_argument("--ray", action="store_true", help="recognize through a Ray pipeline (default: in this process)")
     p.add_argument("--address", help="with --ray: an existing Ray cluster (host:port); default: start Ray here")
     p.add_argument("--max-clients", type=positive_int, default=1000, help="refuse connections past this many (default 1000)")
+    p.add_argument("--max-lag", type=positive_float, default=1.0, metavar="SECONDS",
+                   help="refuse new streams (close 1013) while the recognizer is this far behind (default 1.0)")
     p.add_argument("--token-file", help="a file holding a shared token clients must send (Bearer header or ?token=)")
     p.add_argument("--idle-timeout", type=non_negative_int, default=30,
                    help="seconds without a message before a stream is ended, its final sent (0: never; default 30)")

@@ -34,6 +34,11 @@ class PipelineFailed(RuntimeError):
     """An actor of the pipeline died (its node went away) and it could not be restarted: the streams are lost."""
 
 
+class Overloaded(RuntimeError):
+    """The pipeline is behind by more than its latency budget: new streams are refused until it catches up (the
+    streams already open go on, at the pipeline's pace)."""
+
+
 class _Recovered(Exception):
     """The pipeline was restarted under a call: what the call was doing is void, the streams are being replayed."""
 
@@ -54,6 +59,7 @@ class IngestStats:
     recovery_seconds: float = 0.0  # spent restarting them
     replayed_seconds: float = 0.0  # input sent again after a restart
     replayed_finals: int = 0  # finals given again by a replay, not delivered twice
+    refused: int = 0  # new streams refused past the latency budget (Overloaded)
 
     def to_dict(self) -> dict:
         return {k: round(v, 3) if isinstance(v, float) else v for k, v in asdict(self).items()}
@@ -115,6 +121,7 @@ class _Tick:
     keys: list
     marks: list[float]
     seq: int = 0
+    sent: float = 0.0  # time.monotonic() when it went out
 
 
 class Ingest:
@@ -138,10 +145,12 @@ class Ingest:
         failover: bool | None = None,
         snapshot_every: float = 5.0,
         max_recoveries: int = 5,
+        admit_latency: float | None = None,
     ):
         """`failover` (None: when the pipeline can restart, i.e. on Ray): keep each stream's input since its last
         snapshot (asked for every `snapshot_every` s of input) and, when a worker is lost, restart the pipeline
-        and replay every open stream from its snapshot, at most `max_recoveries` times."""
+        and replay every open stream from its snapshot, at most `max_recoveries` times. `admit_latency`: the overload
+        policy's budget, in seconds; while the pipeline lags more than that (`lag`), `open` refuses new streams."""
         if overflow not in ("block", "drop"):
             raise ValueError("overflow is 'block' or 'drop'")
         self.pipeline = pipeline
@@ -150,6 +159,8 @@ class Ingest:
         self.producer = uuid.uuid4().hex[:12]
         self.failover = getattr(pipeline, "restartable", False) if failover is None else failover
         self.snapshot_every, self.max_recoveries = snapshot_every, max_recoveries
+        self.admit_latency = admit_latency
+        self._round_trip = 0.0  # of the last tick delivered
         self.stats = IngestStats()
         self.latencies: list[float] | None = [] if track_latency else None
         self._streams: dict[Key, _Stream] = {}
@@ -168,6 +179,9 @@ class Ingest:
         with self._lock:
             if self._closed:
                 raise RuntimeError("ingest is closed")
+            if self.admit_latency is not None and (lag := self.lag()) > self.admit_latency:
+                self.stats.refused += 1
+                raise Overloaded(f"overloaded: the pipeline is {lag:.2f} s behind (budget {self.admit_latency:g} s); try again later")
             key = (self.producer, self._count)
             self._count += 1
             self._streams[key] = _Stream(rate, channels)
@@ -219,6 +233,12 @@ class Ingest:
 
     # -- ticks
 
+    def lag(self) -> float:
+        """Seconds the pipeline is behind: the age of the oldest tick in flight, or the last tick's round trip."""
+        with self._lock:
+            oldest = time.monotonic() - self._inflight[0].sent if self._inflight else 0.0
+            return max(oldest, self._round_trip if self._inflight else 0.0)
+
     @property
     def inflight(self) -> int:
         return len(self._inflight)
@@ -261,7 +281,7 @@ class Ingest:
             if not chunks:
                 return False
             handle = self._call(self.pipeline.submit, self.producer, self._seq, chunks)
-            self._inflight.append(_Tick(handle, list(chunks), marks, self._seq))
+            self._inflight.append(_Tick(handle, list(chunks), marks, self._seq, time.monotonic()))
             self._seq += 1
             self.stats.ticks += 1
             self.stats.chunks += len(chunks)
@@ -433,6 +453,7 @@ class Ingest:
             self.stats.dropped_seconds += n / s.rate
 
     def _deliver(self, tick: _Tick, updates: dict[Key, Update]) -> None:
+        self._round_trip = time.monotonic() - tick.sent
         for key in tick.keys:
             if key in self._streams:
                 self._streams[key].inflight -= 1

@@ -100,12 +100,18 @@ class Recognizer:
         return Session(self, sample_rate or self.sample_rate, channels)
 
     def shared(
-        self, spec: PipelineSpec = PipelineSpec(), window: int = 4, min_chunk: float = 0.1, overflow: str = "block"
+        self,
+        spec: PipelineSpec = PipelineSpec(),
+        window: int = 4,
+        min_chunk: float = 0.1,
+        overflow: str = "block",
+        admit_latency: float | None = None,
     ) -> SharedRecognizer:
         """Sessions (from any threads) that share one pipeline in this process: one batched model call per tick
-        for all of them, as on Ray. A Session has a pipeline of its own."""
+        for all of them, as on Ray. A Session has a pipeline of its own. `admit_latency`: see `Ingest`."""
         pipeline = self.pipeline(spec)
-        return SharedRecognizer(self.checkpoint, pipeline, Ingest(pipeline, min_chunk, window=window, overflow=overflow))
+        ingest = Ingest(pipeline, min_chunk, window=window, overflow=overflow, admit_latency=admit_latency)
+        return SharedRecognizer(self.checkpoint, pipeline, ingest)
 
     def close(self) -> None:
         """Nothing to release in process (RecognizerLike)."""

@@ -205,6 +205,51 @@ def test_without_a_restartable_pipeline_nothing_is_kept(recognizer):
     assert not ingest._streams[key].sent
 
 
+# ---------------------------------------------------------------------------------------------- overload
+
+
+class SlowPipeline(LosingPipeline):
+    """The in-process pipeline whose every tick takes `seconds` to come back, as on an overloaded machine."""
+
+    def __init__(self, recognizer, seconds: float):
+        super().__init__(recognizer, set())
+        self.seconds, self.sent = seconds, {}
+
+    def submit(self, producer, seq, chunks):
+        handle = super().submit(producer, seq, chunks)
+        self.sent[id(handle)] = time.monotonic()
+        return handle
+
+    def ready(self, handles, timeout):
+        n = 0
+        while n < len(handles) and time.monotonic() - self.sent[id(handles[n])] >= self.seconds:
+            n += 1
+        return n
+
+
+def test_past_the_latency_budget_new_streams_are_refused_and_open_ones_go_on(recognizer):
+    from stream.ingest import Overloaded
+
+    ingest = Ingest(SlowPipeline(recognizer, 0.4), admit_latency=0.2)
+    rate, audio = digit_streams(2)["george1"]
+    key = ingest.open(rate)
+    ingest.push(key, audio[: 2 * rate])
+    ingest.submit()
+    time.sleep(0.25)
+    with pytest.raises(Overloaded, match=r"0\.2\d s behind \(budget 0\.2 s\)"):
+        ingest.open(rate)
+    assert ingest.stats.refused == 1
+    ingest.push(key, audio[2 * rate :])
+    ingest.finish(key)
+    ingest.drain()
+    events, status = ingest.take(key)
+    assert status.over and not status.error
+    session = recognizer.session(rate)
+    want = [e for c in chunked(audio, [len(audio)]) for e in session.accept(c)] + session.finish()
+    assert finals(events) == finals(want)
+    ingest.open(rate)  # caught up: streams are admitted again
+
+
 # ---------------------------------------------------------------------------------------------- on Ray
 
 

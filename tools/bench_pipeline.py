@@ -1,11 +1,14 @@
 """Pipeline benchmarks: concurrent real-time streams and offline throughput, on Ray or in one process.
 
-    python -m tools.bench_pipeline streams DIR [--streams N] [--seconds S] [--in-process]
+    python -m tools.bench_pipeline streams DIR [--streams N] [--seconds S] [--in-process] [--rate R]
+        [--failover on|off] [--kill model|decoder --kill-at S] [--ramp S --admit-latency S]
     python -m tools.bench_pipeline offline INPUTS... [--in-process]
 
 `streams` replays real audio as N live streams, each fed at 1x speed in 160 ms chunks with
 staggered starts, and measures each chunk's latency: from the moment its last sample "arrived" to
-the moment the pipeline's events for it are back at the ingest (tick wait included). `offline`
+the moment the pipeline's events for it are back at the ingest (tick wait included). `--kill` kills an actor
+mid-run (failover: the time from the kill to each stream's next event); `--ramp` opens the streams over that many
+seconds, refused past `--admit-latency` (the overload policy). `offline`
 times `rnnstream batch` from files read to JSON written. `--in-process` runs the very same stages in this process,
 so the cost (or gain) of Ray is a measured ratio. Each prints one JSON summary line last.
 """
@@ -28,43 +31,51 @@ from stream.batch.driver import BatchOptions, cpu_times, run_batch
 from stream.batch.inputs import expand_inputs
 from stream.cli import add_model_args, checkpoint_and_options, positive_int
 from stream.distributed.cluster import start_pipeline
-from stream.ingest import Ingest
+from stream.ingest import Ingest, Overloaded
 from stream.pipeline import PipelineSpec
 from stream.session import Recognizer
 
 
-def _tape(inputs: list[str], max_files: int = 400, pause: float = 1.5, seed: int = 0) -> tuple[np.ndarray, int]:
-    """What every stream replays: the inputs' audio (most common rate, mono) as utterances of 3-8 clips
-    with short gaps, separated by `pause` seconds of silence, so endpointing closes each utterance as in
-    dictation or a call (a stream that never pauses keeps one 20 s utterance open: see BENCHMARKS.md)."""
+def _tape(
+    inputs: list[str], max_files: int = 400, pause: float = 1.5, seed: int = 0, rate: int | None = None
+) -> tuple[np.ndarray, int]:
+    """What every stream replays: the inputs' audio (most common rate, mono; resampled to `rate` if given) as
+    utterances of 3-8 clips with short gaps, separated by `pause` seconds of silence, so endpointing closes each
+    utterance as in dictation or a call (a stream that never pauses keeps one 20 s utterance open: see
+    BENCHMARKS.md). A stream at the model's rate takes failover snapshots; a resampled one cannot."""
     import soundfile as sf
 
     paths = expand_inputs(inputs).paths[:max_files]
     clips: dict[int, list[np.ndarray]] = {}
     for p in paths:
         try:
-            audio, rate = sf.read(p, dtype="float32", always_2d=True)
+            audio, sr = sf.read(p, dtype="float32", always_2d=True)
         except Exception:
             continue
-        clips.setdefault(rate, []).append(audio.mean(axis=1))
+        clips.setdefault(sr, []).append(audio.mean(axis=1))
     if not clips:
         raise SystemExit("rnnstream: error: bench needs readable audio inputs")
-    rate = max(clips, key=lambda r: len(clips[r]))
+    sr = max(clips, key=lambda r: len(clips[r]))
     rng = np.random.default_rng(seed)
-    parts, i, pool = [], 0, clips[rate]
+    parts, i, pool = [], 0, clips[sr]
     while i < len(pool):
         for clip in pool[i : i + rng.integers(3, 9)]:
-            parts += [clip, np.zeros(int(rng.uniform(0.1, 0.4) * rate), np.float32)]
+            parts += [clip, np.zeros(int(rng.uniform(0.1, 0.4) * sr), np.float32)]
             i += 1
-        parts.append(np.zeros(int(pause * rate), np.float32))
+        parts.append(np.zeros(int(pause * sr), np.float32))
     tape = np.concatenate(parts)
-    return (np.clip(tape, -1, 1) * 32767).astype(np.int16), rate
+    if rate is not None and rate != sr:
+        import soxr
+
+        tape = soxr.resample(tape, sr, rate).astype(np.float32)
+    return (np.clip(tape, -1, 1) * 32767).astype(np.int16), rate or sr
 
 
 def _spec(args: argparse.Namespace) -> tuple[Checkpoint, PipelineSpec]:
     """The model, loaded once (on the CPU: the driver reads its config, Ray ships the file), and the stages' spec."""
     checkpoint, options = checkpoint_and_options(args)
-    return checkpoint, PipelineSpec(device=args.compute_device, options=options, decoders=args.decoders)
+    spec = PipelineSpec(device=args.compute_device, options=options, decoders=args.decoders, standby=args.kill is not None)
+    return checkpoint, spec
 
 
 def _pipeline(args: argparse.Namespace):
@@ -103,34 +114,107 @@ def _roles(args: argparse.Namespace) -> list[str]:
     return ["driver", "features", "model", *(f"decoder{i}" for i in range(args.decoders))]
 
 
+def _rss_mb(pids: list[int]) -> float:
+    import ray  # noqa: F401  (Ray ships psutil and puts it on the path: first)
+
+    # isort: split
+    import psutil
+
+    total = 0
+    for pid in pids:
+        try:
+            total += psutil.Process(pid).memory_info().rss
+        except psutil.Error:
+            pass
+    return total / 2**20
+
+
+def _kill(pipeline, what: str) -> None:
+    import ray
+
+    ray.kill(pipeline.model if what == "model" else pipeline.decoders[-1])
+
+
+class _Feed:
+    """The streams' schedule: stream i opens at its start (staggered over one chunk, or `ramp` seconds) and then
+    sends a chunk every chunk; a stream refused at its opening (Overloaded) is counted and never sent."""
+
+    def __init__(self, ingest: Ingest, n: int, t0: float, chunk_s: float, ramp: float, chunks: int):
+        self.ingest, self.n, self.chunks = ingest, n, chunks
+        self.keys: list = [None] * n
+        self.sent = np.zeros(n, int)
+        self.due = t0 + (ramp * np.arange(n) / n if ramp else chunk_s * np.arange(n) / n) + chunk_s
+        self.chunk_s = chunk_s
+        self.refused = 0
+
+    def push(self, now: float, audio) -> None:
+        for i in np.nonzero((self.due <= now) & (self.sent < self.chunks))[0]:
+            if self.keys[i] is None:
+                try:
+                    self.keys[i] = self.ingest.open(audio.rate)
+                except Overloaded:
+                    self.refused += 1
+                    self.sent[i] = self.chunks
+                    continue
+            self.ingest.push(self.keys[i], audio.chunk(i, self.sent[i]), mark=self.due[i])
+            self.sent[i] += 1
+            self.due[i] += self.chunk_s
+            if self.sent[i] == self.chunks:
+                self.ingest.finish(self.keys[i])
+
+    @property
+    def feeding(self) -> bool:
+        return bool((self.sent < self.chunks).any())
+
+
+class _Tape:
+    def __init__(self, tape: np.ndarray, rate: int, n: int, size: int, chunks: int):
+        self.rate, self.size = rate, size
+        self.offsets = (np.arange(n) * 7919 * size) % len(tape)  # every stream starts somewhere else on the tape
+        self.tape = np.concatenate([tape, tape[: size * (chunks + 1)]])
+
+    def chunk(self, i: int, k: int) -> np.ndarray:
+        start = self.offsets[i] + k * self.size
+        return self.tape[start : start + self.size]
+
+
+def _since_kill(ingest: Ingest, keys: list, killed: float, after: dict) -> None:
+    """Each stream's first event after the kill: the time failover took it."""
+    for i, key in enumerate(keys):
+        if key is not None and i not in after and ingest.status(key) is not None and ingest.take(key)[0]:
+            after[i] = time.monotonic() - killed
+
+
 def bench_streams(args: argparse.Namespace) -> dict:
-    tape, rate = _tape(args.inputs, pause=args.pause)
+    tape, rate = _tape(args.inputs, pause=args.pause, rate=args.rate)
     n, chunk_s, tick_s = args.streams, args.chunk_ms / 1000, args.tick_ms / 1000
-    size = round(chunk_s * rate)
     chunks_per_stream = max(1, round(args.seconds / chunk_s))
-    offsets = (np.arange(n) * 7919 * size) % len(tape)  # every stream starts somewhere else on the tape
-    tape2 = np.concatenate([tape, tape[: size * (chunks_per_stream + 1)]])
+    audio = _Tape(tape, rate, n, round(chunk_s * rate), chunks_per_stream)
 
     pipeline, close = _pipeline(args)
+    if args.kill:
+        pipeline.warm()
     pids = [os.getpid(), *pipeline.pids()]
     cpu = _cpu(pids)
-    ingest = Ingest(pipeline, min_chunk=min(0.1, chunk_s), max_chunk=max(chunk_s, 0.1), window=args.window, track_latency=True)
-    keys = [ingest.open(rate) for _ in range(n)]
-    sent = np.zeros(n, int)
+    ingest = Ingest(
+        pipeline, min_chunk=min(0.1, chunk_s), max_chunk=max(chunk_s, 0.1), window=args.window, track_latency=True,
+        failover=None if args.failover == "on" else False, admit_latency=args.admit_latency,
+    )
     t0 = time.monotonic() + 0.5
-    due = t0 + chunk_s * (1 + np.arange(n) / n)  # staggered: chunk k of stream i is due at start_i + (k+1) chunk
+    feed = _Feed(ingest, n, t0, chunk_s, args.ramp, chunks_per_stream)
     cpu0 = time.process_time()
+    killed, after, peak_mb, next_rss = None, {}, _rss_mb(pids), t0
     try:
         next_tick = t0
-        while (sent < chunks_per_stream).any() or ingest.inflight:
+        while feed.feeding or ingest.inflight:
             now = time.monotonic()
-            for i in np.nonzero((due <= now) & (sent < chunks_per_stream))[0]:
-                start = offsets[i] + sent[i] * size
-                ingest.push(keys[i], tape2[start : start + size], mark=due[i])
-                sent[i] += 1
-                due[i] += chunk_s
-                if sent[i] == chunks_per_stream:
-                    ingest.finish(keys[i])
+            feed.push(now, audio)
+            if args.kill and killed is None and now >= t0 + args.kill_at:
+                for key in feed.keys:  # what came before the kill is not what failover brought
+                    if key is not None and ingest.status(key) is not None:
+                        ingest.take(key)
+                killed = time.monotonic()
+                _kill(pipeline, args.kill)
             ingest.submit(block=True)
             next_tick += tick_s
             while True:  # deliver results until the next tick is due
@@ -138,6 +222,10 @@ def bench_streams(args: argparse.Namespace) -> dict:
                 if left <= 0 or not ingest.inflight:
                     break
                 ingest.collect(timeout=left)
+            if killed is not None and len(after) < n:
+                _since_kill(ingest, feed.keys, killed, after)
+            if now >= next_rss:
+                peak_mb, next_rss = max(peak_mb, _rss_mb([os.getpid(), *pipeline.pids()])), now + 1.0
             if (left := next_tick - time.monotonic()) > 0:
                 time.sleep(left)
             ingest.collect(timeout=0)
@@ -148,31 +236,46 @@ def bench_streams(args: argparse.Namespace) -> dict:
         close()
     warm = np.array(ingest.latencies[int(len(ingest.latencies) * args.warmup / max(args.seconds, 1e-9)) :] or [0.0])
     p50, p95, p99 = (float(np.percentile(warm, q)) * 1000 for q in (50, 95, 99))
-    return {
+    kept = n - feed.refused
+    out = {
         "mode": "in-process" if args.in_process else "ray",
         "streams": n,
+        "rate": rate,
         "seconds": args.seconds,
         "chunk_ms": args.chunk_ms,
         "tick_ms": args.tick_ms,
+        "failover": ingest.failover,
         "p50_ms": round(p50, 1),
         "p95_ms": round(p95, 1),
         "p99_ms": round(p99, 1),
         "max_ms": round(float(warm.max()) * 1000, 1),
         "latency_share": _histogram(warm * 1000),
         "realtime_held": bool(p95 <= args.budget_ms),
-        "audio_seconds": round(n * chunks_per_stream * chunk_s, 1),
+        "refused": feed.refused,
+        "audio_seconds": round(kept * chunks_per_stream * chunk_s, 1),
         "wall_seconds": round(wall, 2),
-        "rtfx": round(n * chunks_per_stream * chunk_s / wall, 1),
+        "rtfx": round(kept * chunks_per_stream * chunk_s / wall, 1),
         "lstm_calls": stats.get("lstm_calls"),
         "ticks": ingest.stats.ticks,
         "blocked": ingest.stats.blocked,
         "dropped_seconds": ingest.stats.dropped_seconds,
+        "snapshots": ingest.stats.snapshots,
+        "snapshot_bytes_mean": round(ingest.stats.snapshot_bytes / max(ingest.stats.snapshots, 1)),
+        "peak_rss_mb": round(peak_mb),
         "driver_cpu_seconds": round(time.process_time() - cpu0, 2),
         "cpu_seconds": round(cpu.sum(), 2),  # driver and actors: what the work costs, whatever else runs
-        "cpu_rtfx": round(n * chunks_per_stream * chunk_s / cpu.sum(), 1),
+        "cpu_rtfx": round(kept * chunks_per_stream * chunk_s / cpu.sum(), 1),
         "cpu_by_process": dict(zip(_roles(args), np.round(cpu, 2).tolist())),
         "load_avg": round(os.getloadavg()[0], 2),
     }
+    if args.kill:  # (the killed processes' CPU time is gone with them)
+        for k in ("cpu_seconds", "cpu_rtfx", "cpu_by_process"):
+            out.pop(k)
+        gaps = np.array(list(after.values()) or [np.nan])
+        out["failover_next_event_s"] = {"p50": round(float(np.percentile(gaps, 50)), 2),
+                                        "p95": round(float(np.percentile(gaps, 95)), 2), "streams": len(after)}
+        out["recoveries"], out["replayed_seconds"] = ingest.stats.recoveries, round(ingest.stats.replayed_seconds, 1)
+    return out
 
 
 def bench_offline(args: argparse.Namespace) -> dict:
@@ -224,6 +327,12 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--warmup", type=float, default=2.0, help="seconds of results left out of the percentiles")
     s.add_argument("--budget-ms", type=float, default=300.0)
     s.add_argument("--pause", type=float, default=1.5, help="seconds of silence between the replayed utterances")
+    s.add_argument("--rate", type=positive_int, help="resample the tape to this rate (16000: streams take snapshots)")
+    s.add_argument("--failover", choices=["on", "off"], default="on", help="keep what replays the streams (Ray; default on)")
+    s.add_argument("--kill", choices=["model", "decoder"], help="ray.kill this actor at --kill-at (a warm standby takes over)")
+    s.add_argument("--kill-at", type=float, default=10.0, help="seconds after the start (default 10)")
+    s.add_argument("--ramp", type=float, default=0.0, help="open the streams over this many seconds (default: one chunk)")
+    s.add_argument("--admit-latency", type=float, help="refuse new streams while the pipeline lags more (seconds)")
     s.set_defaults(func=bench_streams)
 
     o = kinds.add_parser("offline", help="files through batch (files read to JSON written): seconds of audio per second")

@@ -29,6 +29,7 @@ import numpy as np
 from models.errors import InputError, one_line
 
 from ..backend import Event
+from ..ingest import Overloaded
 from ..shared import SharedRecognizer, SharedSession
 from . import protocol
 from .metrics import Metrics
@@ -178,6 +179,10 @@ class Hub:
         if s.session is None:
             try:
                 s.session = self.recognizer.session(s.rate)
+            except Overloaded as e:  # the overload policy: new streams wait, the open ones keep their latency
+                self.metrics.refused.labels(reason="overloaded").inc()
+                self._fail(s, one_line(e), protocol.TRY_LATER)
+                return False
             except (InputError, RuntimeError) as e:
                 self._fail(s, one_line(e), protocol.INVALID)
                 return False
