@@ -164,7 +164,8 @@ class LogMelFrontEnd:
         """The carried samples and frames (at most a window and a step: ~2 KB); None while soxr resamples."""
         if self.converter.resampling:
             return None
-        return {"samples": self.features._buffer.clone(), "frames": self._pending.clone()}
+        return {"samples": self.features._buffer.numpy().copy(), "frames": self._pending.numpy().copy()}
 
     def restore(self, state: dict) -> None:
-        self.features._buffer, self._pending = state["samples"].clone(), state["frames"].clone()
+        self.features._buffer = torch.from_numpy(state["samples"].copy())
+        self._pending = torch.from_numpy(state["frames"].copy())

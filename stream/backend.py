@@ -87,7 +87,7 @@ class BackEnd:
                 begin = t + 1
         self.decoder.accept(log_probs[begin:], self.steps + begin)
         if len(log_probs) > begin:
-            self._heard.append(log_probs[begin:])
+            self._heard.append(log_probs[begin:].clone())  # (a view would keep the whole tick's buffer alive)
         self.steps += len(log_probs)
         partial = self.decoder.partial()
         if partial.text != self._last_partial:

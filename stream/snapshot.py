@@ -21,11 +21,11 @@ from .backend import BackEndState
 @dataclass(frozen=True)
 class StreamState:
     front: Any  # FrontEnd.snapshot()
-    model: State  # the stream's slot, [.., 1, ..] per tensor, on the CPU
+    model: State  # the stream's slot: numpy arrays [.., 1, ..]
     back: BackEndState
 
     @property
     def nbytes(self) -> int:
         """Its size in memory (the pickled size is within a few hundred bytes of it)."""
         front = sum(getattr(v, "nbytes", 8) for v in self.front.values()) if isinstance(self.front, dict) else 0
-        return front + sum(t.numel() * t.element_size() for t in self.model) + self.back.nbytes
+        return front + sum(a.nbytes for a in self.model) + self.back.nbytes

@@ -198,7 +198,7 @@ def bench_streams(args: argparse.Namespace) -> dict:
     cpu = _cpu(pids)
     ingest = Ingest(
         pipeline, min_chunk=min(0.1, chunk_s), max_chunk=max(chunk_s, 0.1), window=args.window, track_latency=True,
-        failover=None if args.failover == "on" else False, admit_latency=args.admit_latency,
+        failover=args.failover == "on", admit_latency=args.admit_latency,
     )
     t0 = time.monotonic() + 0.5
     feed = _Feed(ingest, n, t0, chunk_s, args.ramp, chunks_per_stream)
@@ -328,7 +328,7 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--budget-ms", type=float, default=300.0)
     s.add_argument("--pause", type=float, default=1.5, help="seconds of silence between the replayed utterances")
     s.add_argument("--rate", type=positive_int, help="resample the tape to this rate (16000: streams take snapshots)")
-    s.add_argument("--failover", choices=["on", "off"], default="on", help="keep what replays the streams (Ray; default on)")
+    s.add_argument("--failover", choices=["on", "off"], default="on", help="keep what replays streams (default on)")
     s.add_argument("--kill", choices=["model", "decoder"], help="ray.kill this actor at --kill-at (a warm standby takes over)")
     s.add_argument("--kill-at", type=float, default=10.0, help="seconds after the start (default 10)")
     s.add_argument("--ramp", type=float, default=0.0, help="open the streams over this many seconds (default: one chunk)")
