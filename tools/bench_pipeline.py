@@ -111,7 +111,8 @@ def _histogram(ms: np.ndarray, edges=(50, 100, 150, 200, 300, 500, 1000)) -> dic
 def _roles(args: argparse.Namespace) -> list[str]:
     if args.in_process:
         return ["process"]
-    return ["driver", "features", "model", *(f"decoder{i}" for i in range(args.decoders))]
+    roles = ["features", "model", *(f"decoder{i}" for i in range(args.decoders))]
+    return ["driver", *roles, *(f"standby {r}" for r in roles if args.kill)]
 
 
 def _rss_mb(pids: list[int]) -> float:

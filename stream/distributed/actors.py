@@ -338,7 +338,8 @@ class RayPipeline:
     def pids(self) -> list[int]:
         import ray
 
-        return ray.get([a.pid.remote() for a in self.actors])
+        standby = self.standby.all if self.standby is not None else []  # idle, but its memory counts
+        return ray.get([a.pid.remote() for a in self.actors + standby])
 
     def close(self, timeout: float = 10.0) -> None:
         _stop(self.active.all, timeout)
