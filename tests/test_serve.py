@@ -110,6 +110,19 @@ def recordings(tmp_path_factory) -> list[tuple[Path, np.ndarray]]:
     return rec
 
 
+def _reader(ws, answers: list[dict]) -> asyncio.Task:
+    """Every answer of the server, JSON-decoded into `answers`, until it closes."""
+
+    async def read() -> None:
+        try:
+            async for m in ws:
+                answers.append(json.loads(m))
+        except ConnectionClosed:
+            pass
+
+    return asyncio.create_task(read())
+
+
 async def stream(url, audio: np.ndarray, rate: int = 8000, realtime: bool = True, ms: int = 100, headers=AUTH,
                  config: bool = True) -> tuple[list[dict], int | None, int]:
     """A Vosk client: config, `ms` messages (at 1x speed, or all at once), eof; -> (answers, close code, sent)."""
@@ -118,14 +131,7 @@ async def stream(url, audio: np.ndarray, rate: int = 8000, realtime: bool = True
         if config:
             await ws.send(json.dumps({"config": {"sample_rate": rate, "words": True}}))
 
-        async def read() -> None:
-            try:
-                async for m in ws:
-                    answers.append(json.loads(m))
-            except ConnectionClosed:
-                pass
-
-        reader = asyncio.create_task(read())
+        reader = _reader(ws, answers)
         n, t0, sent = rate * ms // 1000, time.monotonic(), 0
         for i in range(0, len(audio), n):
             await ws.send(audio[i : i + n].astype("<i2").tobytes())
@@ -436,14 +442,7 @@ async def pen_stream(url, points: np.ndarray, realtime: bool = True, headers=AUT
     async with connect(url, additional_headers=headers) as ws:
         await ws.send(json.dumps({"config": {"words": True}}))
 
-        async def read() -> None:
-            try:
-                async for m in ws:
-                    answers.append(json.loads(m))
-            except ConnectionClosed:
-                pass
-
-        reader = asyncio.create_task(read())
+        reader = _reader(ws, answers)
         i, k, sent, t0 = 0, 0, 0, time.monotonic()
         while i < len(rows):
             n = (1, 7, 13)[k % 3]
