@@ -114,6 +114,7 @@ class _Stream:
     restore: StreamState | None = None  # to send with the next opening chunk
     produced: int = 0  # finals the pipeline has given, counted from the start (replays included once)
     delivered: int = 0  # finals delivered to the producer
+    replay: int = 0  # samples of input sent again, at the head of `parts`, still to go
 
 
 @dataclass
@@ -207,7 +208,7 @@ class Ingest:
             s.parts.append(_Part(data, mark, time.monotonic() if mark is None else mark))
             s.buffered += len(data)
             self.stats.audio_seconds += len(data) / s.rate
-            if self.overflow == "drop":
+            if self.overflow == "drop" and not s.replay:  # (a replay is never dropped: it is exactly what was sent)
                 self._drop_overflow(s)
             self.stats.max_buffered_seconds = max(self.stats.max_buffered_seconds, s.buffered / s.rate)
 
@@ -399,7 +400,8 @@ class Ingest:
         s.inflight, s.since_snapshot = 0, self._snapshot_phase(s)
         s.restore, s.produced = s.snapshot, s.snapshot_finals
         s.sent.clear()
-        self.stats.replayed_seconds += sum(len(d) for d in replay) / s.rate
+        s.replay = sum(len(d) for d in replay)
+        self.stats.replayed_seconds += s.replay / s.rate
 
     def _reserve(self) -> None:
         waiting = [k for k, s in self._streams.items() if not s.granted and self._sendable(s, ignore_grant=True)]
@@ -430,6 +432,7 @@ class Ingest:
                 part.data = part.data[need:]
                 need = 0
         s.buffered -= take
+        s.replay = max(0, s.replay - take)
         if not pieces:
             data = np.zeros(0, np.float32)
         else:
