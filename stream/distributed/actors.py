@@ -264,7 +264,8 @@ class RayPipeline:
 
     def _keep_standby(self) -> None:
         """A new standby once the streams have replayed: its processes' start and model load take ~2 CPU-seconds
-        each, which would slow the replay (time to the next partial: 3.3 -> 5.5 s at 50 streams on 2 cores)."""
+        each, which slow the replay (50 streams on 2 cores, next event after a kill: 3.3-5.5 s with the standby
+        started at once, 0.9-1.1 s with it started 10 s later)."""
         if self.spec.standby and self.standby is None and time.monotonic() >= self._respawn_at:
             self.standby = self._spawn(self._standby_node())
 
