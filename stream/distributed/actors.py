@@ -263,9 +263,9 @@ class RayPipeline:
         return others[0] if others and self.node_id is not None else self.node_id
 
     def _keep_standby(self) -> None:
-        """A new standby once the streams have replayed: its processes' start and model load take ~2 CPU-seconds
-        each, which slow the replay (50 streams on 2 cores, next event after a kill: 3.3-5.5 s with the standby
-        started at once, 0.9-1.1 s with it started 10 s later)."""
+        """A new standby once the streams have replayed: its four processes' start and model load take ~8
+        CPU-seconds, which on 2 cores the replay needs (not measured apart: the first trials changed this and
+        the snapshot point together, next event after a kill 3.3-5.5 s -> 0.9-1.1 s)."""
         if self.spec.standby and self.standby is None and time.monotonic() >= self._respawn_at:
             self.standby = self._spawn(self._standby_node())
 
