@@ -11,6 +11,7 @@ import sys
 from pathlib import Path
 
 from models.checkpoint import DEFAULT_MODEL, CheckpointError
+from models.decoding import CHARSETS
 
 from .batch.sinks import BATCH_FORMATS
 from .errors import report
@@ -56,7 +57,7 @@ def add_model_args(p: argparse.ArgumentParser) -> None:
                    help="lexicon file for beam search (words the output may contain); 'none': no lexicon")
     p.add_argument("--lm", type=existing_file, help="KenLM language model for beam search")
     p.add_argument("--compute-device", default=None, help="torch device for the model (default: cuda if present)")
-    p.add_argument("--charset", choices=["digits", "upper", "lower", "letters", "all"],
+    p.add_argument("--charset", choices=list(CHARSETS),
                    help="the only characters the output may hold (fields of digits or letters; default: all)")
 
 
@@ -68,12 +69,7 @@ def checkpoint_and_options(args: argparse.Namespace, device: str | None = "cpu")
     from .session import default_device
 
     checkpoint = load_checkpoint(args.model, device or default_device())
-    options = resolve_options(checkpoint, beam=args.beam, lexicon=args.lexicon, lm=args.lm)
-    if getattr(args, "charset", None) not in (None, "all"):
-        from dataclasses import replace
-
-        options = replace(options, charset=args.charset)
-    return checkpoint, options
+    return checkpoint, resolve_options(checkpoint, beam=args.beam, lexicon=args.lexicon, lm=args.lm, charset=args.charset)
 
 
 def load_recognizer(args: argparse.Namespace):
@@ -245,8 +241,8 @@ def _serve_recognizers(args: argparse.Namespace):
     if args.pen_model == "none" or checkpoint.extractor().medium == "ink":  # a pen main model takes the points
         return _shared(args, args.model, checkpoint, options), None
     pen = load_checkpoint(args.pen_model, device or "cpu")
-    if pen.extractor().medium != "ink":
-        raise CheckpointError(f"--pen-model {args.pen_model}: not a pen model (its front end reads {pen.extractor().medium})")
+    if (medium := pen.extractor().medium) != "ink":
+        raise CheckpointError(f"--pen-model {args.pen_model}: not a pen model (its front end reads {medium})")
     main = _shared(args, args.model, checkpoint, options)
     try:
         return main, _shared(args, args.pen_model, pen, resolve_options(pen))

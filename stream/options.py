@@ -18,10 +18,15 @@ def recommended_options(checkpoint: Checkpoint) -> DecodeOptions:
 
 
 def resolve_options(
-    checkpoint: Checkpoint, beam: int | None = None, lexicon: str | None = None, lm: str | None = None
+    checkpoint: Checkpoint,
+    beam: int | None = None,
+    lexicon: str | None = None,
+    lm: str | None = None,
+    charset: str | None = None,
 ) -> DecodeOptions:
     """The recommended decoding with the caller's changes: `beam` (0: greedy), a `lexicon` file ("none": no
-    lexicon and no word list), a KenLM `lm`. A lexicon or an LM without a beam width gets LEXICON_BEAM."""
+    lexicon and no word list), a KenLM `lm`, a `charset` (models.decoding.CHARSETS; "all": no restriction). A
+    lexicon or an LM without a beam width gets LEXICON_BEAM."""
     if beam is not None and beam < 0:
         raise ValueError(f"beam width must be 0 (greedy) or more, not {beam}")
     changes: dict = {}
@@ -31,6 +36,8 @@ def resolve_options(
         changes.update(lexicon=None if lexicon == "none" else lexicon, words=None)
     if lm:
         changes["lm"] = lm
+    if charset not in (None, "all"):
+        changes["charset"] = charset
     if (lexicon not in (None, "none") or lm) and beam is None:
         changes["beam"] = LEXICON_BEAM
     return replace(recommended_options(checkpoint), **changes)
