@@ -17,6 +17,7 @@ import torch
 import torchaudio
 
 from .audio import AUDIO_SUFFIXES, AudioConverter, audio_info, read_blocks
+from .frontend import whole_steps
 
 # Quiet noise after the end of every stream (-70 dBFS, the quietest noise floor in training): a unidirectional
 # model emits a word after hearing it, so audio cut tight after the last word lost that word. Seeded, so every
@@ -155,10 +156,8 @@ class LogMelFrontEnd:
 
     def steps(self, frames: torch.Tensor) -> torch.Tensor:
         """Log-mel frames -> the whole model steps now ready; frames short of a step wait for the next chunk."""
-        pending = torch.cat([self._pending, frames]) if len(self._pending) else frames
-        ready = len(pending) // self.stack * self.stack
-        self._pending = pending[ready:]
-        return pending[:ready]
+        ready, self._pending = whole_steps(self._pending, frames, self.stack)
+        return ready
 
     def snapshot(self) -> dict | None:
         """The carried samples and frames (at most a window and a step: ~2 KB); None while soxr resamples."""

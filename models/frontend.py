@@ -90,6 +90,14 @@ def make_extractor(name: str, config: Any, stack: int) -> Extractor:
     return cls(config, stack)
 
 
+def whole_steps(pending: torch.Tensor, frames: torch.Tensor, stack: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """The frames carried from the last chunk and this chunk's -> (the whole model steps now ready, [steps * stack,
+    dim], and the frames short of a step, carried to the next chunk): what every FrontEnd.steps does."""
+    pending = torch.cat([pending, frames]) if len(pending) else frames
+    ready = len(pending) // stack * stack
+    return pending[:ready], pending[ready:]
+
+
 @torch.no_grad()
 def extract(extractor: Extractor, fronts: list[FrontEnd], cuts: list[torch.Tensor]) -> list[torch.Tensor]:
     """The shared transform over many streams' cuts, then each stream's whole steps."""

@@ -28,6 +28,7 @@ import numpy as np
 import torch
 
 from .errors import InputError
+from .frontend import whole_steps
 from .ink import INK_SUFFIXES, read_ink
 
 # The frame's values, in order (dim = 11).
@@ -135,10 +136,8 @@ class PenFrontEnd:
         return torch.tensor(rows, dtype=torch.float32)
 
     def steps(self, frames: torch.Tensor) -> torch.Tensor:
-        pending = torch.cat([self._pending, frames]) if len(self._pending) else frames
-        ready = len(pending) // self.stack * self.stack
-        self._pending = pending[ready:]
-        return pending[:ready]
+        ready, self._pending = whole_steps(self._pending, frames, self.stack)
+        return ready
 
     def snapshot(self) -> dict:
         """Every field of the stream (scalars, the open frame, the running estimates, the frames short of a step)."""
