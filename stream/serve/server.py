@@ -87,7 +87,7 @@ class Server:
     (pen) model's at `/pen`, if given."""
 
     def __init__(self, recognizer: SharedRecognizer, options: ServeOptions = ServeOptions(), pen: SharedRecognizer | None = None):
-        self.recognizer, self.options = recognizer, options
+        self.options = options
         self.main = Route.of(recognizer)
         self.pen = Route.of(pen) if pen is not None else None
         if self.pen is not None and (self.main.pen or not self.pen.pen):
@@ -101,11 +101,6 @@ class Server:
     @property
     def routes(self) -> list[Route]:
         return [self.main] + ([self.pen] if self.pen is not None else [])
-
-    @property
-    def hub(self) -> Hub | None:
-        """The main model's hub."""
-        return self.main.hub
 
     def models(self) -> dict:
         """Where the page finds each kind of input (`/models`): a path, or None when not served."""
