@@ -15,7 +15,6 @@ import json
 import pickle
 import sys
 import time
-from pathlib import Path
 
 import numpy as np
 import soundfile as sf
@@ -25,7 +24,9 @@ import torch
 from stream.session import Recognizer
 from stream.snapshot import StreamState
 
-FSDD = Path(__file__).resolve().parents[2] / "shared" / "data" / "fsdd" / "recordings"
+from .digits_data import FSDD_ROOT, resolve_path
+
+FSDD = resolve_path(FSDD_ROOT) / "recordings"
 
 
 def _speech(seconds: float) -> np.ndarray:
