@@ -3,7 +3,7 @@
 "use strict";
 const $ = (id) => document.getElementById(id);
 const token = new URLSearchParams(location.search).get("token");
-let ctx = null, media = null, ws = null;
+let ctx = null, media = null, ws = null, node = null;
 
 function status(text) { $("status").textContent = text; document.body.dataset.state = text; }
 
@@ -47,7 +47,7 @@ async function start() {
   ws.onclose = (e) => { cleanup(); status(e.code === 1000 ? "idle" : `closed ${e.code} ${e.reason}`); };
   await new Promise((ok, fail) => { ws.onopen = ok; ws.onerror = fail; });
   ws.send(JSON.stringify({ config: { sample_rate: ctx.sampleRate, words: true } }));
-  const node = new AudioWorkletNode(ctx, "pcm16", { processorOptions: { samples: Math.round(ctx.sampleRate / 10) } });
+  node = new AudioWorkletNode(ctx, "pcm16", { processorOptions: { samples: Math.round(ctx.sampleRate / 10) } });
   node.port.onmessage = (e) => { if (ws && ws.readyState === WebSocket.OPEN) ws.send(e.data); };
   const mute = ctx.createGain();
   mute.gain.value = 0; // the graph must reach the destination for the worklet to run; nothing is heard
@@ -60,10 +60,13 @@ async function start() {
 function release() {
   if (media) media.getTracks().forEach((t) => t.stop());
   if (ctx) ctx.close();
-  media = ctx = null;
+  media = ctx = node = null;
 }
 
 function stop() {
+  // The worklet may still hold a block posted before the stop: once eof is sent, audio would be "input after
+  // eof" (1003), so nothing more of it is sent.
+  if (node) node.port.onmessage = null;
   if (ws && ws.readyState === WebSocket.OPEN) ws.send('{"eof" : 1}'); // the server answers the last result, then closes
   status("finishing");
   release();
