@@ -21,7 +21,6 @@ import torch
 
 from models.checkpoint import load_checkpoint
 from models.decoding import DecodeOptions, make_decoder
-from models.frontend import make_extractor
 
 from . import unipen
 
@@ -48,7 +47,7 @@ class Reader:
     def __init__(self, model: str, batch: int = 64):
         self.ckpt = load_checkpoint(model, "cpu")
         self.model, self.tokenizer = self.ckpt.model, self.ckpt.tokenizer
-        self.extractor = make_extractor(self.ckpt.frontend, self.ckpt.features, self.model.cfg.stack)
+        self.extractor = self.ckpt.extractor()
         self.step_seconds = self.extractor.frame_seconds * self.model.cfg.stack
         self.batch = batch
 
