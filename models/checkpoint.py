@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import io
 import json
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -37,8 +38,8 @@ class Checkpoint:
         return make_extractor(self.frontend, self.features, self.model.cfg.stack)
 
 
-def save_checkpoint(ckpt: Checkpoint, path: str | Path) -> None:
-    payload = {
+def _payload(ckpt: Checkpoint) -> dict:
+    return {
         "format": FORMAT,
         "version": VERSION,
         "model_config": ckpt.model.cfg.to_dict(),
@@ -48,6 +49,10 @@ def save_checkpoint(ckpt: Checkpoint, path: str | Path) -> None:
         "state_dict": {k: v.detach().cpu() for k, v in ckpt.model.state_dict().items()},
         "meta": json.loads(json.dumps(ckpt.meta, default=str)),  # plain types: loadable with weights_only
     }
+
+
+def save_checkpoint(ckpt: Checkpoint, path: str | Path) -> None:
+    payload = _payload(ckpt)
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_suffix(path.suffix + ".tmp")
@@ -70,10 +75,21 @@ def resolve_model(name_or_path: str | Path) -> Path:
     return path
 
 
-def load_checkpoint(name_or_path: str | Path, device: str | torch.device = "cpu") -> Checkpoint:
-    path = resolve_model(name_or_path)
+def checkpoint_bytes(ckpt: Checkpoint) -> bytes:
+    """The checkpoint file's bytes, for a worker process or node that has the code but not the file."""
+    buffer = io.BytesIO()
+    torch.save(_payload(ckpt), buffer)
+    return buffer.getvalue()
+
+
+def load_checkpoint(name_or_path: str | Path | bytes, device: str | torch.device = "cpu") -> Checkpoint:
+    """A bundled model's name, a checkpoint file, or a checkpoint's bytes (`checkpoint_bytes`)."""
+    if isinstance(name_or_path, bytes):
+        path, source = "checkpoint bytes", io.BytesIO(name_or_path)
+    else:
+        path = source = resolve_model(name_or_path)
     try:
-        payload = torch.load(path, map_location="cpu", weights_only=True)
+        payload = torch.load(source, map_location="cpu", weights_only=True)
     except Exception as e:
         raise CheckpointError(f"{path}: not a readable checkpoint ({one_line(e)[:200]})") from None
     if not isinstance(payload, dict) or payload.get("format") != FORMAT:

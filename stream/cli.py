@@ -225,8 +225,13 @@ def _shared(args: argparse.Namespace, model: str, checkpoint, options):
     from .session import Recognizer
 
     # One intra-op thread: the event loop needs the other core (see BENCHMARKS.md, issue 16).
-    torch.set_num_threads(int(os.environ.get("OMP_NUM_THREADS", "1")))
+    threads = int(os.environ.get("OMP_NUM_THREADS", "1"))
+    torch.set_num_threads(threads)
     spec = PipelineSpec(device=args.compute_device, options=options)
+    if args.pipeline == "process":
+        from .process import process_recognizer
+
+        return process_recognizer(checkpoint, spec, threads, window=args.window, overflow="drop", admit_latency=args.max_lag)
     return Recognizer(checkpoint, options).shared(spec, window=args.window, overflow="drop", admit_latency=args.max_lag)
 
 
@@ -279,7 +284,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
 
     def ready(server) -> None:
         where = f"ws://{options.host}:{server.port}"
-        mode = "Ray" if args.ray else "in process"
+        mode = "Ray" if args.ray else "the recognizer in a child process" if args.pipeline == "process" else "in process"
         extra = f", pen input at {where}/pen ({args.pen_model})" if pen is not None else ""
         print(f"rnnstream: serving {where} (page: http://{options.host}:{server.port}/, metrics: /metrics), {mode}"
               f"{extra}", file=sys.stderr, flush=True)
@@ -366,8 +371,12 @@ def _add_serve(sub) -> None:
     p.add_argument("--host", default="127.0.0.1", help="address to bind (default 127.0.0.1: this machine only)")
     p.add_argument("--port", type=_port, default=2700, help="port (default 2700, the Vosk server's; 0: any free)")
     add_model_args(p)
-    p.add_argument("--ray", action="store_true", help="recognize through a Ray pipeline (default: in this process)")
+    p.add_argument("--ray", action="store_true", help="recognize through a Ray pipeline (default: on this machine)")
     p.add_argument("--address", help="with --ray: an existing Ray cluster (host:port); default: start Ray here")
+    p.add_argument("--pipeline", choices=("process", "thread"), default="process",
+                   help="without --ray, where the recognizer runs: a child process (default; the server's event loop "
+                        "keeps a core to itself, and a lost child is replaced with every stream replayed) or a thread "
+                        "of the server's process (one process, one GIL)")
     p.add_argument("--max-clients", type=positive_int, default=1000, help="refuse connections past this many (default 1000)")
     p.add_argument("--max-lag", type=positive_float, default=1.0, metavar="SECONDS",
                    help="refuse new streams (close 1013) while the recognizer is this far behind (default 1.0)")

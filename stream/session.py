@@ -71,11 +71,12 @@ class Recognizer:
     @classmethod
     def load(
         cls,
-        model: str | Path = DEFAULT_MODEL,
+        model: str | Path | bytes = DEFAULT_MODEL,
         device: str | None = None,
         options: DecodeOptions | None = None,
         endpoint: EndpointConfig = EndpointConfig(),
     ) -> Recognizer:
+        """`model`: a bundled model's name, a checkpoint file or its bytes."""
         return cls(load_checkpoint(model, device or default_device()), options, endpoint)
 
     def with_options(self, **changes) -> Recognizer:

@@ -295,3 +295,27 @@ def test_fifty_live_streams_through_ray_survive_a_killed_actor(ray_live, fail):
     assert rec.ingest.stats.recoveries == before + 1
     assert len(after) == len(streams)  # every stream spoke again
 
+
+
+# ------------------------------------------------------------------------------------- the pipeline in a process
+
+
+def test_fifty_live_streams_through_a_pipeline_process_survive_its_kill_9(recognizer):
+    """`rnnstream serve`'s default pipeline: the stages in a child process. Killed mid-stream (-9), it is replaced
+    by a fresh one and every stream ends with exactly the finals of an undisturbed run, none lost or twice."""
+    from stream.process import ProcessPipeline
+
+    pipeline = ProcessPipeline(recognizer.checkpoint, PipelineSpec(options=recognizer.options))
+    try:
+        streams = digit_streams(50)
+        want = {n: finals(v) for n, v in live_run(Ingest(pipeline), streams)[0].items()}
+        assert want == {n: finals(v) for n, v in live_run(Ingest(recognizer.pipeline()), streams)[0].items()}  # = in process
+        ingest = Ingest(pipeline)
+        assert ingest.failover
+        first = pipeline.pids()
+        got, after = live_run(ingest, streams, fail=lambda: os.kill(first[0], signal.SIGKILL))
+        assert {n: finals(v) for n, v in got.items()} == want
+        assert ingest.stats.recoveries == 1 and pipeline.pids() != first
+        assert len(after) == len(streams)  # every stream spoke again
+    finally:
+        pipeline.close()

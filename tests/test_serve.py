@@ -77,8 +77,13 @@ def handwriting():
 
 @pytest.fixture(scope="module")
 def served(recognizer, handwriting):
-    """The digits model on every path, the handwriting model at /pen (what `rnnstream serve` runs by default)."""
-    shared, pen = recognizer.shared(overflow="drop"), handwriting.shared(overflow="drop")
+    """The digits model on every path, the handwriting model at /pen, each in a pipeline process of its own: what
+    `rnnstream serve` runs by default (test_full_server_refuses... and the pen test below take the thread path)."""
+    from stream.pipeline import PipelineSpec
+    from stream.process import process_recognizer
+
+    shared = process_recognizer(recognizer.checkpoint, PipelineSpec(options=recognizer.options), overflow="drop")
+    pen = process_recognizer(handwriting.checkpoint, PipelineSpec(options=handwriting.options), overflow="drop")
     running = Running(shared, pen=pen, token=TOKEN)
     yield running
     running.close()

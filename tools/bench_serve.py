@@ -3,7 +3,8 @@
     python -m tools.bench_serve INPUTS... --clients N [--seconds S] [--ray] [--message-ms 100]
     python -m tools.bench_serve --pen --clients N [--seconds S] [--ray]      # writers on /pen (handwriting)
 
-Starts `rnnstream serve` in a process of its own (in process, or with --ray), then N clients in this one, each
+Starts `rnnstream serve` in a process of its own (its recognizer in a child process, in a thread with
+`--pipeline thread`, or on Ray with --ray), then N clients in this one, each
 replaying the tape of tools.bench_pipeline (real recordings as utterances with 1.5 s pauses) from its own
 offset, in `--message-ms` messages at 1x speed with staggered starts, then eof. Measured at the client, per
 answer (the Vosk protocol answers each message, in order):
@@ -71,6 +72,8 @@ def _start_server(args: argparse.Namespace) -> tuple[subprocess.Popen, str]:
             cmd += ["--beam", str(args.beam)]
         if args.ray:
             cmd += ["--ray"] + (["--address", args.address] if args.address else [])
+        else:
+            cmd += ["--pipeline", args.pipeline]
     env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(REPO)}
     proc = subprocess.Popen(cmd, stderr=subprocess.PIPE, text=True, env=env, cwd=REPO)
     deadline = time.monotonic() + 300
@@ -205,7 +208,7 @@ async def _run(args, url: str) -> dict:
     ticks = (after["tick_streams_count"] or 0) - (metrics_before["tick_streams_count"] or 0)
     batch = ((after["tick_streams_sum"] or 0) - (metrics_before["tick_streams_sum"] or 0)) / max(ticks, 1)
     return {
-        "mode": "echo" if args.echo else "ray" if args.ray else "in-process",
+        "mode": "echo" if args.echo else "ray" if args.ray else f"pipeline {args.pipeline}",
         "input": "pen" if args.pen else "audio",
         "clients": args.clients,
         "seconds": args.seconds,
@@ -238,6 +241,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--budget-ms", type=float, default=300.0)
     p.add_argument("--pause", type=float, default=1.5)
     p.add_argument("--ray", action="store_true")
+    p.add_argument("--pipeline", choices=("process", "thread"), default="process", help="without --ray: serve's --pipeline")
     p.add_argument("--echo", action="store_true", help="no recognizer: a server answering at once (the network's cost)")
     p.add_argument("--address")
     p.add_argument("--tick-ms", type=positive_int, default=40)

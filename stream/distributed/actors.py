@@ -13,11 +13,9 @@ from __future__ import annotations
 import asyncio
 import logging
 import os
-import tempfile
 import time
 from collections.abc import Hashable
 from dataclasses import dataclass, field
-from pathlib import Path
 
 import torch
 
@@ -33,10 +31,7 @@ log = logging.getLogger(__name__)
 
 def recognizer_from_bytes(spec: PipelineSpec, checkpoint: bytes, device: str | None = "cpu") -> Recognizer:
     """The checkpoint travels as bytes, so worker nodes need the code but not the model file."""
-    with tempfile.TemporaryDirectory() as tmp:
-        path = Path(tmp) / "model.pt"
-        path.write_bytes(checkpoint)
-        return Recognizer.load(path, device=device, options=spec.options, endpoint=spec.endpoint)
+    return Recognizer.load(checkpoint, device=device, options=spec.options, endpoint=spec.endpoint)
 
 
 class _ActorInfo:
