@@ -17,6 +17,9 @@ from .batch.sinks import BATCH_FORMATS
 from .errors import report
 from .formats import FORMATS
 
+# 500 clients on 2 cores: 2 children p95 279 ms, 1 child 4.7 s (BENCHMARKS.md, issue 16); each child ~0.3 GB.
+SERVE_PROCESSES = min(os.cpu_count() or 1, 4)
+
 # ---------------------------------------------------------------------------------------------
 # option types: a bad value is an argparse error naming the option
 
@@ -208,7 +211,7 @@ def cmd_batch(args: argparse.Namespace) -> int:
     return 1 if summary.failed else 0
 
 
-def _shared(args: argparse.Namespace, model: str, checkpoint, options):
+def _shared(args: argparse.Namespace, model: str, checkpoint, options, processes: int = 1):
     """A SharedRecognizer of `checkpoint` that connections are sessions of: in this process, or on Ray (--ray)."""
     from .pipeline import PipelineSpec
 
@@ -231,7 +234,8 @@ def _shared(args: argparse.Namespace, model: str, checkpoint, options):
     if args.pipeline == "process":
         from .process import process_recognizer
 
-        return process_recognizer(checkpoint, spec, threads, window=args.window, overflow="drop", admit_latency=args.max_lag)
+        return process_recognizer(checkpoint, spec, threads, processes, window=args.window, overflow="drop",
+                                  admit_latency=args.max_lag)
     return Recognizer(checkpoint, options).shared(spec, window=args.window, overflow="drop", admit_latency=args.max_lag)
 
 
@@ -244,11 +248,11 @@ def _serve_recognizers(args: argparse.Namespace):
     device = None if args.ray else (args.compute_device or "cpu")
     checkpoint, options = checkpoint_and_options(args, device)
     if args.pen_model == "none" or checkpoint.extractor().medium == "ink":  # a pen main model takes the points
-        return _shared(args, args.model, checkpoint, options), None
+        return _shared(args, args.model, checkpoint, options, args.processes), None
     pen = load_checkpoint(args.pen_model, device or "cpu")
     if (medium := pen.extractor().medium) != "ink":
         raise CheckpointError(f"--pen-model {args.pen_model}: not a pen model (its front end reads {medium})")
-    main = _shared(args, args.model, checkpoint, options)
+    main = _shared(args, args.model, checkpoint, options, args.processes)
     try:
         return main, _shared(args, args.pen_model, pen, resolve_options(pen))
     except BaseException:
@@ -377,6 +381,10 @@ def _add_serve(sub) -> None:
                    help="without --ray, where the recognizer runs: a child process (default; the server's event loop "
                         "keeps a core to itself, and a lost child is replaced with every stream replayed) or a thread "
                         "of the server's process (one process, one GIL)")
+    p.add_argument("--processes", type=positive_int, default=SERVE_PROCESSES,
+                   help="with --pipeline process: the main model's child processes, each a whole pipeline for a share "
+                        "of the streams (one batched model call per child per tick; the pen model has one; default: "
+                        f"the cores, at most 4: {SERVE_PROCESSES} here)")
     p.add_argument("--max-clients", type=positive_int, default=1000, help="refuse connections past this many (default 1000)")
     p.add_argument("--max-lag", type=positive_float, default=1.0, metavar="SECONDS",
                    help="refuse new streams (close 1013) while the recognizer is this far behind (default 1.0)")

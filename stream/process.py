@@ -1,17 +1,18 @@
-"""The pipeline in a process of its own: a LocalPipeline in a child process, fed a tick a message over a pipe.
+"""The pipeline in processes of its own: LocalPipelines in child processes, fed a tick a message over pipes.
 
 Why: in one process a server's event loop and the stages share one GIL, so together they use at most one core.
 On this 2-core machine the bare pipeline carries 500 greedy streams at p95 101 ms, and the server in one process
-did not (p95 5.7 s; BENCHMARKS.md, issue 16). Here the stages run in the child, on a core of their own, and the
-parent only moves ticks: one pickled message per tick each way, never one per stream.
+did not (p95 5.7 s; BENCHMARKS.md, issue 16). Here the stages run in children, each on a core when there is one,
+and the parent only moves ticks: one pickled message per tick and child each way, never one per stream. With
+several children each has a share of the streams (a whole pipeline: one batched LSTM call per child per tick).
 
 Invariants:
-- The child runs exactly `LocalPipeline` (the same stages, batcher and model), so a stream gets the events it
-  would get in process. One thread in the child answers the requests in the order they were sent.
+- A child runs exactly `LocalPipeline` (the same stages, batcher and model), so a stream gets the events it
+  would get in process. One thread in each child answers its requests in the order they were sent.
 - Nothing blocks on the pipe while holding what the other side needs: a reader thread here takes every answer as
   it arrives, so a large tick can never deadlock against a large answer (a pipe buffers ~64 KB).
-- A child that dies (killed, out of memory) is a lost worker: every call then raises `PipelineProcessLost` and
-  `restart` starts a fresh child, so an Ingest with failover replays its streams from their snapshots, as on Ray.
+- A child that dies (killed, out of memory) is a lost worker: calls then raise `PipelineProcessLost` and `restart`
+  starts fresh children, so an Ingest with failover replays its streams from their snapshots, as on Ray.
 """
 
 from __future__ import annotations
@@ -22,6 +23,7 @@ import os
 import signal
 import threading
 from collections.abc import Hashable
+from dataclasses import dataclass, field
 from typing import Any
 
 from models.checkpoint import Checkpoint, checkpoint_bytes
@@ -31,6 +33,7 @@ from .ingest import Ingest
 from .messages import Chunk, Chunks, Key, Update
 from .pipeline import PipelineSpec
 from .shared import SharedRecognizer
+from .stages import shard_of
 
 log = logging.getLogger(__name__)
 
@@ -88,105 +91,139 @@ def _picklable(e: BaseException) -> bool:
         return False
 
 
+@dataclass(eq=False)
+class _Child:
+    """One child process and what its reader thread has taken from its pipe."""
+
+    proc: Any
+    conn: Any
+    sent: int = 0  # requests sent, numbered from 0
+    replies: dict = field(default_factory=dict)  # request number -> (kind, value), until taken
+    lost: PipelineProcessLost | None = None
+
+
 class ProcessPipeline:
-    """A `Pipeline` whose stages run in a child process on this machine (see the module's notes)."""
+    """A `Pipeline` whose stages run in child processes on this machine (see the module's notes).
+
+    `processes` > 1: each child is a whole pipeline for a share of the streams (by key, as the decoder shards of
+    stream.stages), so a tick is one batched LSTM call per child: more cores for the stages where one is too few.
+    """
 
     node_id = "local"
-    restartable = True  # a lost child is replaced by a fresh one
+    restartable = True  # lost children are replaced by fresh ones
 
-    def __init__(self, checkpoint: Checkpoint | bytes, spec: PipelineSpec = PipelineSpec(), threads: int = 1):
-        """`spec.options` / `spec.endpoint`: the decoding (None: the checkpoint's recommendation); `threads`: the
+    def __init__(self, checkpoint: Checkpoint | bytes, spec: PipelineSpec = PipelineSpec(), threads: int = 1, processes: int = 1):
+        """`spec.options` / `spec.endpoint`: the decoding (None: the checkpoint's recommendation); `threads`: each
         child's torch threads."""
-        self.spec, self.threads = spec, threads
+        if processes < 1:
+            raise ValueError("processes must be at least 1")
+        self.spec, self.threads, self.processes = spec, threads, processes
         self._checkpoint = checkpoint if isinstance(checkpoint, bytes) else checkpoint_bytes(checkpoint)
         self._ctx = multiprocessing.get_context("spawn")  # never fork a process that runs threads (loop, hub)
-        self._cond = threading.Condition()  # guards the replies; the reader notifies on each
-        self._send_lock = threading.Lock()  # one request on the pipe at a time, numbered in sending order
-        self._generation = 0
+        self._cond = threading.Condition()  # guards the replies; every reader notifies on each
+        self._send_lock = threading.Lock()  # one request on a pipe at a time, numbered in sending order
+        self._generation = 0  # of the children: a handle of an older one is never answered
+        self._children: list[_Child] = []
         self._start()
 
-    # -- the child's life
+    # -- the children's lives
 
     def _start(self) -> None:
-        parent, child = self._ctx.Pipe()
-        proc = self._ctx.Process(target=_child, args=(child, self.spec, self.threads), name="rnnstream-pipeline", daemon=True)
-        proc.start()
-        child.close()  # the child's end lives in the child only: its death is EOF here
-        try:  # the model over the pipe, not in the spawn arguments: a child that dies while starting (a script
-            parent.send(self._checkpoint)  # without a __main__ guard) would leave a 2 MB argument write blocked forever
-        except OSError:
-            proc.join(5)
-            raise PipelineProcessLost(_NO_START.format(proc.exitcode)) from None
-        if not parent.poll(START_TIMEOUT):
-            proc.kill()
-            raise PipelineProcessLost(f"the pipeline process did not start in {START_TIMEOUT:.0f} s")
+        started = []
         try:
-            kind, value = parent.recv()
-        except EOFError:
-            proc.join(5)
-            raise PipelineProcessLost(_NO_START.format(proc.exitcode)) from None
-        if kind != "ready":
-            proc.join(5)
-            raise value
+            for _ in range(self.processes):  # all start at once: each imports torch (seconds)
+                parent, child = self._ctx.Pipe()
+                proc = self._ctx.Process(target=_child, args=(child, self.spec, self.threads), name="rnnstream-pipeline", daemon=True)
+                proc.start()
+                child.close()  # the child's end lives in the child only: its death is EOF here
+                started.append(_Child(proc, parent))
+                _send_model(started[-1], self._checkpoint)
+            for c in started:
+                _wait_ready(c)
+        except BaseException:
+            for c in started:
+                c.proc.kill()
+            raise
         with self._send_lock, self._cond:
             self._generation += 1
-            self._proc, self._conn, self._sent, self._replies, self._lost = proc, parent, 0, {}, None
-        threading.Thread(target=self._read, args=(parent, proc, self._generation), name="rnnstream-pipeline-reader",
-                         daemon=True).start()
+            self._children = started
+        for c in started:
+            threading.Thread(target=self._read, args=(c, self._generation), name="rnnstream-pipeline-reader", daemon=True).start()
 
-    def _read(self, conn, proc, generation: int) -> None:
-        """Every answer, in order, into `_replies` by request number; EOF marks the child lost."""
+    def _read(self, child: _Child, generation: int) -> None:
+        """Every answer of one child, in order, into its `replies` by request number; EOF marks it lost."""
         n = 0
         while True:
             try:
-                reply = conn.recv()
+                reply = child.conn.recv()
             except (EOFError, OSError):
-                proc.join(1)
+                child.proc.join(1)
                 with self._cond:
-                    if generation == self._generation and self._lost is None:
-                        self._lost = PipelineProcessLost(f"the pipeline process {proc.pid} is gone (exit code {proc.exitcode})")
+                    if child.lost is None:
+                        child.lost = PipelineProcessLost(f"the pipeline process {child.proc.pid} is gone (exit code {child.proc.exitcode})")
                     self._cond.notify_all()
                 return
             with self._cond:
                 if generation != self._generation:
                     return
-                self._replies[n] = reply
+                child.replies[n] = reply
                 n += 1
                 self._cond.notify_all()
 
-    def _request(self, op: str, *args) -> tuple[int, int]:
+    def _request(self, i: int, op: str, *args) -> tuple[int, int, int]:
+        """-> a part handle (generation, child, request number)."""
         with self._send_lock:
-            handle = (self._generation, self._sent)
+            child = self._children[i]
+            part = (self._generation, i, child.sent)
             try:
-                self._conn.send((op, args))
+                child.conn.send((op, args))
             except (OSError, ValueError) as e:  # a broken pipe: the child died
                 raise PipelineProcessLost(f"the pipeline process is gone ({one_line(e)})") from None
-            self._sent += 1
-        return handle
+            child.sent += 1
+        return part
 
-    def _done(self, handle: tuple[int, int]) -> bool:
-        """(Under the condition.) Answered, or never to be: its child is lost or replaced."""
-        generation, n = handle
-        return generation != self._generation or n in self._replies or self._lost is not None
+    def _done(self, parts: tuple) -> bool:
+        """(Under the condition.) Every part answered, or never to be: its child lost or replaced."""
+        for generation, i, n in parts:
+            if generation == self._generation and n not in self._children[i].replies and self._children[i].lost is None:
+                return False
+        return True
 
-    def _result(self, handle: tuple[int, int], timeout: float | None = None) -> Any:
+    def _results(self, parts: tuple) -> list:
         with self._cond:
-            self._cond.wait_for(lambda: self._done(handle), timeout)
-            generation, n = handle
-            if generation == self._generation and n in self._replies:
-                kind, value = self._replies.pop(n)
-                if kind == "error":
-                    raise value
-                return value
-            raise self._lost or PipelineProcessLost("the pipeline process was replaced")
+            self._cond.wait_for(lambda: self._done(parts))
+            out, error = [], None
+            for generation, i, n in parts:
+                child = self._children[i] if generation == self._generation else None
+                reply = child.replies.pop(n, None) if child is not None else None
+                if reply is None:
+                    error = error or (child.lost if child is not None else None) or PipelineProcessLost("the pipeline process was replaced")
+                elif reply[0] == "error":
+                    error = error or reply[1]
+                else:
+                    out.append(reply[1])
+            if error is not None:
+                raise error
+            return out
 
     # -- the Pipeline protocol
 
     def reserve(self, keys: list) -> list:
-        return self._result(self._request("reserve", keys))
+        shares = self._shares(keys)
+        parts = tuple(self._request(i, "reserve", share) for i, share in shares.items())
+        return [key for granted in self._results(parts) for key in granted]
 
-    def submit(self, producer: Hashable, seq: int, chunks: dict[Key, Chunk]) -> tuple[int, int]:
-        return self._request("submit", producer, seq, Chunks.pack(chunks))
+    def submit(self, producer: Hashable, seq: int, chunks: dict[Key, Chunk]) -> tuple:
+        """-> the tick's handle: one part per child that has streams in it."""
+        shares = self._shares(list(chunks)) or {0: []}
+        return tuple(self._request(i, "submit", producer, seq, Chunks.pack({k: chunks[k] for k in share}))
+                     for i, share in shares.items())
+
+    def _shares(self, keys: list) -> dict[int, list]:
+        shares: dict[int, list] = {}
+        for key in keys:
+            shares.setdefault(shard_of(key, self.processes), []).append(key)
+        return shares
 
     def ready(self, handles: list, timeout: float | None) -> int:
         with self._cond:
@@ -197,51 +234,83 @@ class ProcessPipeline:
                 n += 1
             return n
 
-    def get(self, handle: tuple[int, int]) -> dict[Key, Update]:
-        return self._result(handle)
+    def get(self, handle: tuple) -> dict[Key, Update]:
+        updates: dict[Key, Update] = {}
+        for part in self._results(handle):
+            updates.update(part)
+        return updates
 
     def wait(self, handles: list, timeout: float | None) -> None:
         with self._cond:
             self._cond.wait_for(lambda: any(self._done(h) for h in handles), timeout)
 
     def restart(self, error: BaseException) -> bool:
-        """A fresh child after a lost one (its streams reopen from the producer's snapshots); other errors: False."""
+        """Fresh children after a lost one (every stream reopens from the producer's snapshots, so the survivors
+        are replaced too: no stream may be open twice); other errors: False."""
         if not isinstance(error, PipelineProcessLost):
             return False
-        log.warning("%s; starting a fresh one", one_line(error))
-        self._stop_child(timeout=1.0)
+        log.warning("%s; starting fresh ones", one_line(error))
+        self._stop_children(timeout=1.0)
         self._start()
         return True
 
     def stats(self) -> dict:
-        return self._result(self._request("stats"))
+        parts = tuple(self._request(i, "stats") for i in range(len(self._children)))
+        per_child = self._results(parts)
+        return {k: sum(s[k] for s in per_child) for k in per_child[0]} | {"processes": len(per_child)}
 
     def pids(self) -> list[int]:
-        return [self._proc.pid]
+        return [c.proc.pid for c in self._children]
 
     def close(self, timeout: float = 10.0) -> None:
-        self._stop_child(timeout)
+        self._stop_children(timeout)
 
-    def _stop_child(self, timeout: float) -> None:
+    def _stop_children(self, timeout: float) -> None:
         with self._cond:
-            self._generation += 1  # the reader of this child stops; calls on its handles fail
+            self._generation += 1  # their readers stop; calls on their handles fail
             self._cond.notify_all()
-        try:
-            with self._send_lock:
-                self._conn.send(("stop", ()))
-        except (OSError, ValueError):
-            pass
-        self._proc.join(timeout)
-        if self._proc.is_alive():
-            self._proc.kill()
-            self._proc.join(timeout)
-        self._conn.close()
+        for c in self._children:
+            try:
+                with self._send_lock:
+                    c.conn.send(("stop", ()))
+            except (OSError, ValueError):
+                pass
+        for c in self._children:
+            c.proc.join(timeout)
+            if c.proc.is_alive():
+                c.proc.kill()
+                c.proc.join(timeout)
+            c.conn.close()
+
+
+def _send_model(child: _Child, checkpoint: bytes) -> None:
+    # The model goes over the pipe, not in the spawn arguments: a child that dies while starting (a script without a
+    # __main__ guard) would leave a 2 MB argument write blocked forever.
+    try:
+        child.conn.send(checkpoint)
+    except OSError:
+        child.proc.join(5)
+        raise PipelineProcessLost(_NO_START.format(child.proc.exitcode)) from None
+
+
+def _wait_ready(child: _Child) -> None:
+    if not child.conn.poll(START_TIMEOUT):
+        raise PipelineProcessLost(f"the pipeline process did not start in {START_TIMEOUT:.0f} s")
+    try:
+        kind, value = child.conn.recv()
+    except EOFError:
+        child.proc.join(5)
+        raise PipelineProcessLost(_NO_START.format(child.proc.exitcode)) from None
+    if kind != "ready":
+        child.proc.join(5)
+        raise value
 
 
 def process_recognizer(
     checkpoint: Checkpoint,
     spec: PipelineSpec = PipelineSpec(),
     threads: int = 1,
+    processes: int = 1,
     window: int = 4,
     min_chunk: float = 0.1,
     overflow: str = "block",
@@ -249,6 +318,6 @@ def process_recognizer(
 ) -> SharedRecognizer:
     """Sessions (from any threads) that share one pipeline in a child process: `Recognizer.shared`, with the
     stages off this process's GIL. A lost child is replaced and the streams replayed (the Ingest's failover)."""
-    pipeline = ProcessPipeline(checkpoint, spec, threads)
+    pipeline = ProcessPipeline(checkpoint, spec, threads, processes)
     ingest = Ingest(pipeline, min_chunk, window=window, overflow=overflow, admit_latency=admit_latency)
     return SharedRecognizer(checkpoint, pipeline, ingest)

@@ -240,6 +240,11 @@ class ModelStage:
                 "queued": len(self._queue), "lstm_calls": self.calls, "expired": self.expired_total}
 
 
+def shard_of(key: Key, shards: int) -> int:
+    """Which of `shards` equal parts a stream falls to: by its number (an Ingest's keys count up), so balanced."""
+    return (key[1] if isinstance(key, tuple) else hash(key)) % shards
+
+
 class DecodeStage:
     """BackEnds of many streams: a tick's log-probabilities -> each stream's partial and final events.
 
@@ -253,7 +258,7 @@ class DecodeStage:
         self.backs: dict = {}
 
     def mine(self, key: Key) -> bool:
-        return self.shards == 1 or (key[1] if isinstance(key, tuple) else hash(key)) % self.shards == self.shard
+        return self.shards == 1 or shard_of(key, self.shards) == self.shard
 
     def process(self, probs: Probs) -> dict[Key, Update]:
         updates: dict[Key, Update] = {}

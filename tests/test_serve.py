@@ -77,12 +77,13 @@ def handwriting():
 
 @pytest.fixture(scope="module")
 def served(recognizer, handwriting):
-    """The digits model on every path, the handwriting model at /pen, each in a pipeline process of its own: what
-    `rnnstream serve` runs by default (test_full_server_refuses... and the pen test below take the thread path)."""
+    """The digits model on every path in two pipeline processes (each with a share of the streams), the handwriting
+    model at /pen in one: what `rnnstream serve` runs by default on this 2-core machine (the tests that build a
+    server of their own below take the thread path)."""
     from stream.pipeline import PipelineSpec
     from stream.process import process_recognizer
 
-    shared = process_recognizer(recognizer.checkpoint, PipelineSpec(options=recognizer.options), overflow="drop")
+    shared = process_recognizer(recognizer.checkpoint, PipelineSpec(options=recognizer.options), processes=2, overflow="drop")
     pen = process_recognizer(handwriting.checkpoint, PipelineSpec(options=handwriting.options), overflow="drop")
     running = Running(shared, pen=pen, token=TOKEN)
     yield running

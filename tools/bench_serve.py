@@ -38,7 +38,7 @@ from pathlib import Path
 
 import numpy as np
 
-from stream.cli import positive_int
+from stream.cli import SERVE_PROCESSES, positive_int
 from tools.bench_pipeline import _tape
 
 REPO = Path(__file__).resolve().parents[1]
@@ -73,8 +73,8 @@ def _start_server(args: argparse.Namespace) -> tuple[subprocess.Popen, str]:
         if args.ray:
             cmd += ["--ray"] + (["--address", args.address] if args.address else [])
         else:
-            cmd += ["--pipeline", args.pipeline]
-    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(REPO)}
+            cmd += ["--pipeline", args.pipeline, "--processes", str(args.processes)]
+    env = {**os.environ, "OMP_NUM_THREADS": str(args.threads), "PYTHONPATH": str(REPO)}
     proc = subprocess.Popen(cmd, stderr=subprocess.PIPE, text=True, env=env, cwd=REPO)
     deadline = time.monotonic() + 300
     while time.monotonic() < deadline:
@@ -208,7 +208,8 @@ async def _run(args, url: str) -> dict:
     ticks = (after["tick_streams_count"] or 0) - (metrics_before["tick_streams_count"] or 0)
     batch = ((after["tick_streams_sum"] or 0) - (metrics_before["tick_streams_sum"] or 0)) / max(ticks, 1)
     return {
-        "mode": "echo" if args.echo else "ray" if args.ray else f"pipeline {args.pipeline}",
+        "mode": "echo" if args.echo else "ray" if args.ray else f"pipeline {args.pipeline}"
+                + (f" x{args.processes}" if args.pipeline == "process" and not args.ray else ""),
         "input": "pen" if args.pen else "audio",
         "clients": args.clients,
         "seconds": args.seconds,
@@ -245,6 +246,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--echo", action="store_true", help="no recognizer: a server answering at once (the network's cost)")
     p.add_argument("--address")
     p.add_argument("--tick-ms", type=positive_int, default=40)
+    p.add_argument("--processes", type=positive_int, default=SERVE_PROCESSES, help="with --pipeline process: serve's --processes")
+    p.add_argument("--threads", type=positive_int, default=1, help="the recognizer's torch threads (OMP_NUM_THREADS; default 1)")
     add_model_args(p)
     return p
 
