@@ -1,6 +1,6 @@
 """Pipeline benchmarks: concurrent real-time streams and offline throughput, on Ray or in one process.
 
-    python -m tools.bench_pipeline streams DIR [--streams N] [--seconds S] [--in-process] [--rate R]
+    python -m tools.bench_pipeline streams DIR [--streams N] [--seconds S] [--in-process | --processes P] [--rate R]
         [--failover on|off] [--kill model|decoder --kill-at S] [--ramp S --admit-latency S]
     python -m tools.bench_pipeline offline INPUTS... [--in-process]
 
@@ -10,7 +10,8 @@ the moment the pipeline's events for it are back at the ingest (tick wait includ
 mid-run (failover: the time from the kill to each stream's next event); `--ramp` opens the streams over that many
 seconds, refused past `--admit-latency` (the overload policy). `offline`
 times `rnnstream batch` from files read to JSON written. `--in-process` runs the very same stages in this process,
-so the cost (or gain) of Ray is a measured ratio. Each prints one JSON summary line last.
+so the cost (or gain) of Ray is a measured ratio; `--processes P` runs them in P child processes (stream.process, what
+`rnnstream serve` uses), each with a share of the streams. Each prints one JSON summary line last.
 """
 
 from __future__ import annotations
@@ -83,6 +84,11 @@ def _pipeline(args: argparse.Namespace):
     import torch
 
     checkpoint, spec = _spec(args)
+    if getattr(args, "processes", None):
+        from stream.process import ProcessPipeline
+
+        pipeline = ProcessPipeline(checkpoint, spec, args.threads, args.processes)
+        return pipeline, pipeline.close
     if args.in_process:
         torch.set_num_threads(args.threads)
         if args.compute_device not in (None, "cpu"):
@@ -108,7 +114,13 @@ def _histogram(ms: np.ndarray, edges=(50, 100, 150, 200, 300, 500, 1000)) -> dic
     return {n: round(float(c), 4) for n, c in zip(names, counts)}
 
 
+def _mode(args: argparse.Namespace) -> str:
+    return f"processes x{args.processes}" if getattr(args, "processes", None) else "in-process" if args.in_process else "ray"
+
+
 def _roles(args: argparse.Namespace) -> list[str]:
+    if getattr(args, "processes", None):
+        return ["driver", *(f"child{i}" for i in range(args.processes))]
     if args.in_process:
         return ["process"]
     roles = ["features", "model", *(f"decoder{i}" for i in range(args.decoders))]
@@ -239,7 +251,7 @@ def bench_streams(args: argparse.Namespace) -> dict:
     p50, p95, p99 = (float(np.percentile(warm, q)) * 1000 for q in (50, 95, 99))
     kept = n - feed.refused
     out = {
-        "mode": "in-process" if args.in_process else "ray",
+        "mode": _mode(args),
         "streams": n,
         "rate": rate,
         "seconds": args.seconds,
@@ -321,6 +333,8 @@ def build_parser() -> argparse.ArgumentParser:
     s = kinds.add_parser("streams", help="N live streams at 1x speed: latency percentiles")
     common(s)
     s.add_argument("--streams", type=positive_int, default=100)
+    s.add_argument("--processes", type=positive_int, help="the stages in this many child processes (serve's default "
+                   "pipeline, stream.process), not Ray; each has a share of the streams")
     s.add_argument("--seconds", type=float, default=20.0)
     s.add_argument("--chunk-ms", type=positive_int, default=160)
     s.add_argument("--tick-ms", type=positive_int, default=40, help="how often the ingest sends a tick")
