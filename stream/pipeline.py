@@ -1,8 +1,9 @@
 """The pipeline: the core's three stages chained for every stream of a tick, behind one protocol.
 
-`Pipeline` is what a producer (a Session, the Ingest of a microphone client, the batch driver) talks to. Its two
-implementations are `LocalPipeline` here (the stages called one after the other in this process) and
-`stream.distributed.actors.RayPipeline` (the same stages in Ray actors); no caller tells them apart.
+`Pipeline` is what a producer (a Session, the Ingest of a microphone client, the batch driver) talks to. Its
+implementations are `LocalPipeline` here (the stages called one after the other in this process),
+`stream.process.ProcessPipeline` (LocalPipelines in child processes) and `stream.distributed.actors.RayPipeline`
+(the same stages in Ray actors); no caller tells them apart.
 """
 
 from __future__ import annotations

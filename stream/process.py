@@ -73,6 +73,9 @@ def _child(conn, spec: PipelineSpec, threads: int) -> None:
             return
         if op == "stop":
             return
+        if op not in _OPS:
+            conn.send(("error", ValueError(f"the pipeline process answers {', '.join(_OPS)}, not {op!r}")))
+            continue
         try:
             if op == "submit":
                 args = (args[0], args[1], args[2].unpack())
