@@ -20,6 +20,7 @@ import argparse
 import itertools
 import json
 import os
+import signal
 import sys
 import tempfile
 import time
@@ -143,6 +144,9 @@ def _rss_mb(pids: list[int]) -> float:
 
 
 def _kill(pipeline, what: str) -> None:
+    if what == "child":  # kill -9 of a pipeline process (--processes)
+        os.kill(pipeline.pids()[-1], signal.SIGKILL)
+        return
     import ray
 
     ray.kill(pipeline.model if what == "model" else pipeline.decoders[-1])
@@ -205,7 +209,7 @@ def bench_streams(args: argparse.Namespace) -> dict:
     audio = _Tape(tape, rate, n, round(chunk_s * rate), chunks_per_stream)
 
     pipeline, close = _pipeline(args)
-    if args.kill:
+    if args.kill and not getattr(args, "processes", None):
         pipeline.warm()
     pids = [os.getpid(), *pipeline.pids()]
     cpu = _cpu(pids)
@@ -344,7 +348,8 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--pause", type=float, default=1.5, help="seconds of silence between the replayed utterances")
     s.add_argument("--rate", type=positive_int, help="resample the tape to this rate (16000: streams take snapshots)")
     s.add_argument("--failover", choices=["on", "off"], default="on", help="keep what replays streams (default on)")
-    s.add_argument("--kill", choices=["model", "decoder"], help="ray.kill this actor at --kill-at (a warm standby takes over)")
+    s.add_argument("--kill", choices=["model", "decoder", "child"],
+                   help="ray.kill this actor at --kill-at (a warm standby takes over); child: kill -9 a --processes child")
     s.add_argument("--kill-at", type=float, default=10.0, help="seconds after the start (default 10)")
     s.add_argument("--ramp", type=float, default=0.0, help="open the streams over this many seconds (default: one chunk)")
     s.add_argument("--admit-latency", type=float, help="refuse new streams while the pipeline lags more (seconds)")
