@@ -17,7 +17,7 @@ from .batch.sinks import BATCH_FORMATS
 from .errors import report
 from .formats import FORMATS
 
-# 500 clients on 2 cores: 2 children p95 279 ms, 1 child 4.7 s (BENCHMARKS.md, issue 16); each child ~0.3 GB.
+# 500 clients on 2 cores: 2 children p95 279 ms, 1 child 4.7 s (BENCHMARKS.md, issue 16); a child costs ~125 MB (PSS).
 SERVE_PROCESSES = min(os.cpu_count() or 1, 4)
 
 # ---------------------------------------------------------------------------------------------
@@ -212,7 +212,8 @@ def cmd_batch(args: argparse.Namespace) -> int:
 
 
 def _shared(args: argparse.Namespace, model: str, checkpoint, options, processes: int = 1):
-    """A SharedRecognizer of `checkpoint` that connections are sessions of: in this process, or on Ray (--ray)."""
+    """A SharedRecognizer of `checkpoint` that connections are sessions of: in `processes` child processes
+    (--pipeline process), in a thread of this process (--pipeline thread), or on Ray (--ray)."""
     from .pipeline import PipelineSpec
 
     # overflow="drop": the server never waits for a tick; a stream's input past 30 s unsent is dropped, counted.
@@ -288,7 +289,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
 
     def ready(server) -> None:
         where = f"ws://{options.host}:{server.port}"
-        mode = "Ray" if args.ray else "the recognizer in a child process" if args.pipeline == "process" else "in process"
+        mode = "Ray" if args.ray else f"recognizer in {args.processes} child processes" if args.pipeline == "process" else "in process"
         extra = f", pen input at {where}/pen ({args.pen_model})" if pen is not None else ""
         print(f"rnnstream: serving {where} (page: http://{options.host}:{server.port}/, metrics: /metrics), {mode}"
               f"{extra}", file=sys.stderr, flush=True)
