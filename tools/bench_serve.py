@@ -67,7 +67,7 @@ def _start_server(args: argparse.Namespace) -> tuple[subprocess.Popen, str]:
         cmd = [sys.executable, "-c", "import asyncio, tools.bench_serve as b; asyncio.run(b._echo(0))"]
     else:
         cmd = [sys.executable, "-m", "stream.cli", "serve", "--port", "0", "--model", args.model, "--idle-timeout", "0",
-               "--max-clients", str(args.clients + 10), "--tick-ms", str(args.tick_ms)]
+               "--max-clients", str(args.clients + 10), "--tick-ms", str(args.tick_ms), "--window", str(args.window)]
         if args.beam is not None:
             cmd += ["--beam", str(args.beam)]
         if args.ray:
@@ -246,6 +246,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--echo", action="store_true", help="no recognizer: a server answering at once (the network's cost)")
     p.add_argument("--address")
     p.add_argument("--tick-ms", type=positive_int, default=40)
+    p.add_argument("--window", type=positive_int, default=4, help="serve's --window: ticks in flight at most")
     p.add_argument("--processes", type=positive_int, default=SERVE_PROCESSES, help="with --pipeline process: serve's --processes")
     p.add_argument("--threads", type=positive_int, default=1, help="the recognizer's torch threads (OMP_NUM_THREADS; default 1)")
     add_model_args(p)
