@@ -120,7 +120,9 @@ def ctc_loss(model: AcousticModel, batch: Batch, device: torch.device, augment: 
         k = torch.randint(first_label_steps[0], first_label_steps[1] + 1, (log_probs.shape[0], 1), device=device)
         early = torch.arange(log_probs.shape[1], device=device)[None, :] < torch.minimum(k, steps.to(device)[:, None] - 1)
         label = torch.arange(log_probs.shape[2], device=device) > 0
-        log_probs = log_probs.masked_fill(early[:, :, None] & label[None, None, :], -1e4)
+        # -inf: an item the bar leaves no path is dropped by zero_infinity; a finite -1e4 charged it ~1e4 (a first
+        # run with it had its smoothed loss jump to 24 a character)
+        log_probs = log_probs.masked_fill(early[:, :, None] & label[None, None, :], -math.inf)
     return torch.nn.functional.ctc_loss(
         log_probs.transpose(0, 1), batch.targets, steps, batch.target_lengths, zero_infinity=True
     )
