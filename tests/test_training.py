@@ -145,3 +145,28 @@ def test_fsdd_jason_clips_are_cut_to_their_word():
         floor = np.median(np.sqrt(np.mean(audio[: len(audio) // 80 * 80].reshape(-1, 80) ** 2, axis=1)))
         kept = load_clip(c.path, 8000, cache=False)
         assert np.sqrt(np.mean(kept**2)) > 2 * floor
+
+
+def test_first_label_steps_leave_only_blank_in_an_items_first_steps():
+    # Barred from the first 3 steps, a label there gets no CTC posterior: the loss pushes every label's logit down
+    # and blank's up at those steps, in every item; unbarred, step 0 holds the first label on some paths.
+    from models.model import AcousticModel, ModelConfig
+    from tools.data import Batch
+    from tools.train import ctc_loss
+
+    torch.manual_seed(0)
+    model = AcousticModel(ModelConfig(n_mels=5, stack=2, hidden=16, layers=1, n_tokens=6))
+    logits = []
+
+    def keep(_module, _inputs, out):
+        out.retain_grad()
+        logits.append(out)
+
+    model.output.register_forward_hook(keep)
+    targets = torch.tensor([2, 3, 4, 5, 2, 3])
+    batch = Batch(torch.randn(2, 24, 5), torch.tensor([24, 20]), targets, torch.tensor([4, 2]), ["", ""])
+    for bar, barred in (((3, 3), True), ((0, 0), False)):
+        logits.clear()
+        ctc_loss(model, batch, torch.device("cpu"), None, False, bar).backward()
+        g = logits[0].grad[:, :3]
+        assert bool((g[..., 0] < 0).all() and (g[..., 1:] > 0).all()) == barred

@@ -114,6 +114,9 @@ def evaluate(model: str, seed: int = 0, words: int = 0, lexicon_words: int = 500
             lat.append((emitted[-1] + 1) * reader.step_seconds - (down[-1, 2] - p[0, 2]))
     report["last_letter_latency_s"] = {"median": float(np.median(lat)), "p90": float(np.percentile(lat, 90)),
                                        "max": float(np.max(lat)), "n": len(lat)}
+    # a first letter out at step 0 was guessed before any of its ink (configs/handwriting_finetune.yaml: why)
+    firsts = [next((t for t, k in enumerate(lp.argmax(-1).tolist()) if k > reader.tokenizer.boundary), None) for lp in lps]
+    report["words"]["first_letter_at_step_0"] = float(np.mean([t == 0 for t in firsts if t is not None]))
     if lexicon_words:
         vocab = sorted({unipen.clean_label(str(lbl)) for lbl in unipen.load_category("7").labels[
             unipen.indices("7", held, train=True)]} - {None})
