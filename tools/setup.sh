@@ -12,6 +12,7 @@ if [[ "${1:-}" == "--test" || "${1:-}" == "--dev" ]]; then
 fi
 if [[ "${1:-}" == "--dev" ]]; then  # training data and the peer system
     packages+=(espeak-ng flite festival festvox-kallpc16k festvox-kdlpc16k festvox-us-slt-hts)
+    packages+=(tesseract-ocr)  # the handwriting peer (tools/peer_tesseract.py)
 fi
 missing=()
 for p in "${packages[@]}"; do dpkg -s "$p" >/dev/null 2>&1 || missing+=("$p"); done
