@@ -33,6 +33,23 @@ def test_tiny_model_learns_and_its_checkpoint_transcribes(tmp_path, digits_wav):
     assert whole and whole == finals(1234)
 
 
+def test_a_run_resumed_with_fewer_steps_ends_annealed_at_the_new_total(tmp_path):
+    # train.steps changed on --resume: the rest of the one cycle follows the new total, so the run ends at its floor.
+    cfg = load_config(TINY, ["train.steps=40", "train.checkpoint_every=4", "train.batch_size=2"])
+    assert train(cfg, tmp_path / "a.pt", tmp_path / "run", progress=False, stop_at=12) is None
+    state = torch.load(tmp_path / "run" / "train_state.pt", weights_only=False)
+    assert state["step"] == 12 and state["scheduler"]["total_steps"] == 40
+    shorter = load_config(TINY, ["train.steps=24", "train.checkpoint_every=4", "train.batch_size=2"])
+    ckpt = load_checkpoint(train(shorter, tmp_path / "a.pt", tmp_path / "run", resume=True, progress=False))
+    assert ckpt.meta["steps"] == 24
+    train(shorter, tmp_path / "b.pt", tmp_path / "straight", progress=False)  # 24 steps planned from the start
+    resumed, straight = (torch.load(tmp_path / d / "train_state.pt", weights_only=False) for d in ("run", "straight"))
+    assert resumed["scheduler"]["total_steps"] == 24
+    lr = lambda state: state["optimizer"]["param_groups"][0]["lr"]
+    assert lr(resumed) == pytest.approx(lr(straight), rel=1e-9)  # the same end of the one cycle: annealed
+    assert lr(straight) < 0.01 * resumed["optimizer"]["param_groups"][0]["max_lr"]
+
+
 @pytest.mark.slow
 def test_resumed_training_matches_an_uninterrupted_run(tmp_path):
     # Augmented, joined, length-bucketed batches; the stop falls inside a pool of four batches. The weights'

@@ -4,6 +4,8 @@
 
 Runs unchanged on CPU or GPU (bf16 autocast on CUDA). A training state is saved to the run folder every
 `checkpoint_every` steps; `--resume` continues from it with the same batches the first run would have seen.
+Resumed with another `train.steps`, the rest of the one-cycle schedule is re-planned to the new total (the learning
+rate moves to the new curve at the step reached), so a run that turns out too slow can still end annealed.
 With `train.ema` (a decay per step) the checkpoint holds an exponential moving average of the weights, which
 takes nothing from the training itself; `--export` writes the plain weights of the latest state.
 """
@@ -209,7 +211,10 @@ def train(
         state = torch.load(state_path, map_location=device, weights_only=False)
         model.load_state_dict(state["model"])
         opt.load_state_dict(state["optimizer"])
-        sched.load_state_dict(state["scheduler"])
+        sched_state = state["scheduler"]
+        if sched_state["total_steps"] != steps_total:  # train.steps changed: the rest of the one cycle re-planned to it
+            sched_state = {**sched_state, "total_steps": steps_total, "_schedule_phases": sched.state_dict()["_schedule_phases"]}
+        sched.load_state_dict(sched_state)
         step, history = state["step"], state["history"]
         if ema is not None:
             ema.load_state_dict(state["ema"])
