@@ -138,7 +138,7 @@ class ProcessPipeline:
     def _start(self) -> None:
         started = []
         try:
-            for _ in range(self.processes):  # all start at once: each imports torch (seconds)
+            for _ in range(self.processes):  # all forked before any is waited for: they load the model side by side
                 parent, child = self._ctx.Pipe()
                 proc = self._ctx.Process(target=_child, args=(child, self.spec, self.threads), name="rnnstream-pipeline", daemon=True)
                 proc.start()
