@@ -9,8 +9,10 @@ several children each has a share of the streams (a whole pipeline: one batched 
 Invariants:
 - A child runs exactly `LocalPipeline` (the same stages, batcher and model), so a stream gets the events it
   would get in process. One thread in each child answers its requests in the order they were sent.
-- Nothing blocks on the pipe while holding what the other side needs: a reader thread here takes every answer as
-  it arrives, so a large tick can never deadlock against a large answer (a pipe buffers ~64 KB).
+- Nothing here blocks on a pipe: a reader thread per child takes every answer as it arrives, and a writer thread
+  per child sends its requests, so a large tick can never deadlock against a large answer, and the caller never
+  waits for a busy child to read (a pipe buffers 64 KB; a tick of 40 streams x 500 ms at 8 kHz is 320 KB, so a
+  send blocked until the child had finished the tick before: the server's hub stalled with it, every answer late).
 - A child that dies (killed, out of memory) is a lost worker: calls then raise `PipelineProcessLost` and `restart`
   starts fresh children, so an Ingest with failover replays its streams from their snapshots, as on Ray.
 """
@@ -20,6 +22,7 @@ from __future__ import annotations
 import logging
 import multiprocessing
 import os
+import queue
 import signal
 import threading
 from collections.abc import Hashable
@@ -96,11 +99,12 @@ def _picklable(e: BaseException) -> bool:
 
 @dataclass(eq=False)
 class _Child:
-    """One child process and what its reader thread has taken from its pipe."""
+    """One child process, what its writer thread is to send and what its reader thread has taken from its pipe."""
 
     proc: Any
     conn: Any
-    sent: int = 0  # requests sent, numbered from 0
+    outbox: queue.SimpleQueue = field(default_factory=queue.SimpleQueue)  # requests, then None: the writer ends
+    sent: int = 0  # requests queued, numbered from 0
     replies: dict = field(default_factory=dict)  # request number -> (kind, value), until taken
     lost: PipelineProcessLost | None = None
 
@@ -128,7 +132,7 @@ class ProcessPipeline:
         self._ctx = multiprocessing.get_context("forkserver")
         self._ctx.set_forkserver_preload(["torch", "stream.session"])
         self._cond = threading.Condition()  # guards the replies; every reader notifies on each
-        self._send_lock = threading.Lock()  # one request on a pipe at a time, numbered in sending order
+        self._send_lock = threading.Lock()  # requests numbered in the order they are queued
         self._generation = 0  # of the children: a handle of an older one is never answered
         self._children: list[_Child] = []
         self._start()
@@ -156,6 +160,19 @@ class ProcessPipeline:
             self._children = started
         for c in started:
             threading.Thread(target=self._read, args=(c, self._generation), name="rnnstream-pipeline-reader", daemon=True).start()
+            threading.Thread(target=self._write, args=(c,), name="rnnstream-pipeline-writer", daemon=True).start()
+
+    def _write(self, child: _Child) -> None:
+        """Every request of one child, in order, onto its pipe (blocking only this thread); a broken pipe marks it lost."""
+        while (request := child.outbox.get()) is not None:
+            try:
+                child.conn.send(request)
+            except (OSError, ValueError) as e:  # the child died (its reader sees EOF too)
+                with self._cond:
+                    if child.lost is None:
+                        child.lost = PipelineProcessLost(f"the pipeline process {child.proc.pid} is gone ({one_line(e)})")
+                    self._cond.notify_all()
+                return
 
     def _read(self, child: _Child, generation: int) -> None:
         """Every answer of one child, in order, into its `replies` by request number; EOF marks it lost."""
@@ -181,11 +198,10 @@ class ProcessPipeline:
         """-> a part handle (generation, child, request number)."""
         with self._send_lock:
             child = self._children[i]
+            if child.lost is not None:
+                raise child.lost
             part = (self._generation, i, child.sent)
-            try:
-                child.conn.send((op, args))
-            except (OSError, ValueError) as e:  # a broken pipe: the child died
-                raise PipelineProcessLost(f"the pipeline process is gone ({one_line(e)})") from None
+            child.outbox.put((op, args))
             child.sent += 1
         return part
 
@@ -277,11 +293,8 @@ class ProcessPipeline:
             self._generation += 1  # their readers stop; calls on their handles fail
             self._cond.notify_all()
         for c in self._children:
-            try:
-                with self._send_lock:
-                    c.conn.send(("stop", ()))
-            except (OSError, ValueError):
-                pass
+            c.outbox.put(("stop", ()))  # after the requests already queued
+            c.outbox.put(None)
         for c in self._children:
             c.proc.join(timeout)
             if c.proc.is_alive():

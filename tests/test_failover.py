@@ -321,3 +321,28 @@ def test_fifty_live_streams_through_pipeline_processes_survive_a_kill_9(recogniz
         assert len(after) == len(streams)  # every stream spoke again
     finally:
         pipeline.close()
+
+
+def test_a_tick_is_queued_for_a_busy_child_never_written_under_the_caller(recognizer, digits_audio):
+    """While a child works through one tick, the next (far over a pipe's 64 KB) is handed over at once: the caller
+    (the server's hub, which also answers every client) never waits for the child to read. Before, that send
+    blocked until the child had finished the tick ahead of it."""
+    from stream.process import ProcessPipeline
+
+    pipeline = ProcessPipeline(recognizer.checkpoint, PipelineSpec(options=recognizer.options))
+    try:
+        ingest = Ingest(pipeline)
+        audio = np.tile(digits_audio[0], 2)  # ~7 s a stream: the first tick is a second or two of work for the child
+        keys = [ingest.open(16000) for _ in range(100)]
+        for key in keys:
+            ingest.push(key, audio)
+        assert ingest.submit(block=False)
+        first = ingest.oldest
+        for key in keys:
+            ingest.push(key, audio[:16000])  # 100 x 1 s of float32: 6.4 MB
+        assert ingest.submit(block=False)
+        assert pipeline.ready([first], 0) == 0  # the second tick was queued while the first is still being worked on
+        ingest.drain()
+        assert ingest.stats.ticks == 2 and not ingest.inflight
+    finally:
+        pipeline.close()
