@@ -178,7 +178,22 @@ def _scrape(url: str, echo: bool = False) -> dict:
                  "ticks_total", "audio_seconds_total"):
         m = re.search(rf"^rnnstream_serve_{name} (\S+)", text, re.M)
         pick[name] = float(m.group(1)) if m else None
+    for le, n in re.findall(r'^rnnstream_serve_partial_latency_seconds_bucket\{le="([^"]+)"\} (\S+)', text, re.M):
+        pick[f"partial_le_{le}"] = float(n)
     return pick
+
+
+def _server_partials(before: dict, after: dict) -> dict:
+    """The server's own part of the partials' latency (arrival of a message -> its answer queued), from its
+    histogram: the upper bound of the bucket holding p50 / p95, so a client's figure can be split into the server's
+    and the rest (the sockets, the event loops, this process)."""
+    cum = [(float(k[len("partial_le_"):]), after[k] - before.get(k, 0.0)) for k in after if k.startswith("partial_le_")]
+    cum.sort()
+    total = cum[-1][1] if cum else 0.0
+    if not total:
+        return {}
+    return {f"p{q}_le_ms": next((round(le * 1000) if le != float("inf") else None for le, n in cum if n >= total * q / 100), None)
+            for q in (50, 95)}
 
 
 def _clients(args) -> list[tuple[tuple[int, Callable], dict]]:
@@ -224,6 +239,7 @@ async def _run(args, url: str) -> dict:
         "realtime_held": bool(out["partial"] and np.percentile(out["partial"], 95) <= args.budget_ms / 1000),
         "server_ticks": int(ticks),
         "streams_per_tick": round(batch, 1),
+        "server_partial": _server_partials(metrics_before, after),
         "dropped_audio_seconds": after["dropped_audio_seconds_total"],
         "load_avg": round(os.getloadavg()[0], 2),
     }
