@@ -166,6 +166,6 @@ def running_mean_normalise(
         counts.append(count)
     if not steps:
         return x, norm
-    totals_, counts_ = torch.stack(totals, 1), torch.stack(counts, 1)
-    mean = totals_ / (counts_ + prior * (1.0 - counts_ / window))
+    counted_steps = torch.stack(counts, 1)
+    mean = torch.stack(totals, 1) / (counted_steps + prior * (1.0 - counted_steps / window))
     return x - mean[:, :, None, :].to(x.dtype), torch.cat([total, count, peak], -1)[None]
