@@ -214,15 +214,16 @@ def cmd_batch(args: argparse.Namespace) -> int:
 def _shared(args: argparse.Namespace, model: str, checkpoint, options, processes: int = 1):
     """A SharedRecognizer of `checkpoint` that connections are sessions of: in `processes` child processes
     (--pipeline process), in a thread of this process (--pipeline thread), or on Ray (--ray)."""
+    from .ingest import IngestOptions
     from .pipeline import PipelineSpec
 
     # overflow="drop": the server never waits for a tick; a stream's input past 30 s unsent is dropped, counted.
+    ingest = IngestOptions(window=args.window, overflow="drop", admit_latency=args.max_lag)
     if args.ray:
         from .distributed.session import RayRecognizer
 
         return RayRecognizer.connect(
-            model, address=args.address, device=args.compute_device, options=options, checkpoint=checkpoint,
-            window=args.window, overflow="drop", admit_latency=args.max_lag,
+            model, address=args.address, device=args.compute_device, options=options, checkpoint=checkpoint, ingest=ingest
         )
     import torch
 
@@ -235,9 +236,8 @@ def _shared(args: argparse.Namespace, model: str, checkpoint, options, processes
     if args.pipeline == "process":
         from .process import process_recognizer
 
-        return process_recognizer(checkpoint, spec, threads, processes, window=args.window, overflow="drop",
-                                  admit_latency=args.max_lag)
-    return Recognizer(checkpoint, options).shared(spec, window=args.window, overflow="drop", admit_latency=args.max_lag)
+        return process_recognizer(checkpoint, spec, threads, processes, ingest)
+    return Recognizer(checkpoint, options).shared(spec, ingest)
 
 
 def _serve_recognizers(args: argparse.Namespace):

@@ -43,6 +43,19 @@ class _Recovered(Exception):
     """The pipeline was restarted under a call: what the call was doing is void, the streams are being replayed."""
 
 
+@dataclass(frozen=True)
+class IngestOptions:
+    """How a shared recognizer's ingest takes its streams' input (the builders' one place for these defaults)."""
+
+    window: int = 4  # ticks in flight at most
+    min_chunk: float = 0.1  # seconds a stream's chunk holds at least (its last one excepted)
+    overflow: str = "block"  # past the window: "block" the producer, or "drop" input past max_buffer (counted)
+    admit_latency: float | None = None  # the overload policy's budget: see Ingest
+
+    def ingest(self, pipeline: Pipeline) -> Ingest:
+        return Ingest(pipeline, self.min_chunk, window=self.window, overflow=self.overflow, admit_latency=self.admit_latency)
+
+
 @dataclass
 class IngestStats:
     ticks: int = 0
@@ -138,10 +151,10 @@ class Ingest:
     def __init__(
         self,
         pipeline: Pipeline,
-        min_chunk: float = 0.1,
+        min_chunk: float = IngestOptions.min_chunk,
         max_chunk: float = 10.0,
-        window: int = 4,
-        overflow: str = "block",
+        window: int = IngestOptions.window,
+        overflow: str = IngestOptions.overflow,
         max_buffer: float = 30.0,
         track_latency: bool = False,
         failover: bool | None = None,

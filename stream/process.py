@@ -32,7 +32,7 @@ from typing import Any
 from models.checkpoint import Checkpoint, checkpoint_bytes
 from models.errors import one_line
 
-from .ingest import Ingest
+from .ingest import IngestOptions
 from .messages import Chunk, Chunks, Key, Update
 from .pipeline import PipelineSpec
 from .shared import SharedRecognizer
@@ -331,13 +331,8 @@ def process_recognizer(
     spec: PipelineSpec = PipelineSpec(),
     threads: int = 1,
     processes: int = 1,
-    window: int = 4,
-    min_chunk: float = 0.1,
-    overflow: str = "block",
-    admit_latency: float | None = None,
+    ingest: IngestOptions = IngestOptions(),
 ) -> SharedRecognizer:
     """Sessions (from any threads) that share one pipeline in a child process: `Recognizer.shared`, with the
     stages off this process's GIL. A lost child is replaced and the streams replayed (the Ingest's failover)."""
-    pipeline = ProcessPipeline(checkpoint, spec, threads, processes)
-    ingest = Ingest(pipeline, min_chunk, window=window, overflow=overflow, admit_latency=admit_latency)
-    return SharedRecognizer(checkpoint, pipeline, ingest)
+    return SharedRecognizer(checkpoint, ProcessPipeline(checkpoint, spec, threads, processes), ingest)

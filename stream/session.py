@@ -20,7 +20,7 @@ from models.errors import InputError
 from models.frontend import Extractor, FrontEnd
 
 from .backend import BackEnd, EndpointConfig, Event
-from .ingest import Ingest
+from .ingest import IngestOptions
 from .messages import Chunk
 from .options import recommended_options
 from .pipeline import LocalPipeline, PipelineSpec
@@ -100,19 +100,10 @@ class Recognizer:
     def session(self, sample_rate: int | None = None, channels: int | None = None) -> Session:
         return Session(self, sample_rate or self.sample_rate, channels)
 
-    def shared(
-        self,
-        spec: PipelineSpec = PipelineSpec(),
-        window: int = 4,
-        min_chunk: float = 0.1,
-        overflow: str = "block",
-        admit_latency: float | None = None,
-    ) -> SharedRecognizer:
+    def shared(self, spec: PipelineSpec = PipelineSpec(), ingest: IngestOptions = IngestOptions()) -> SharedRecognizer:
         """Sessions (from any threads) that share one pipeline in this process: one batched model call per tick
-        for all of them, as on Ray. A Session has a pipeline of its own. `admit_latency`: see `Ingest`."""
-        pipeline = self.pipeline(spec)
-        ingest = Ingest(pipeline, min_chunk, window=window, overflow=overflow, admit_latency=admit_latency)
-        return SharedRecognizer(self.checkpoint, pipeline, ingest)
+        for all of them, as on Ray. A Session has a pipeline of its own."""
+        return SharedRecognizer(self.checkpoint, self.pipeline(spec), ingest)
 
     def close(self) -> None:
         """Nothing to release in process (RecognizerLike)."""

@@ -15,15 +15,22 @@ from models.checkpoint import Checkpoint
 from models.errors import InputError
 
 from .backend import Event
-from .ingest import Ingest, StreamExpired
+from .ingest import Ingest, IngestOptions, StreamExpired
 from .pipeline import Pipeline
 
 
 class SharedRecognizer:
     """A `RecognizerLike` whose sessions share `pipeline` through `ingest`."""
 
-    def __init__(self, checkpoint: Checkpoint, pipeline: Pipeline, ingest: Ingest, on_close: Callable[[], None] = lambda: None):
-        self.pipeline, self.ingest, self._on_close = pipeline, ingest, on_close
+    def __init__(
+        self,
+        checkpoint: Checkpoint,
+        pipeline: Pipeline,
+        ingest: IngestOptions = IngestOptions(),
+        on_close: Callable[[], None] = lambda: None,
+    ):
+        """Sessions of `pipeline` through an Ingest made as `ingest` says; `on_close` after the pipeline is closed."""
+        self.pipeline, self.ingest, self._on_close = pipeline, ingest.ingest(pipeline), on_close
         self.extractor = checkpoint.extractor()
         self.sample_rate = self.extractor.rate
         self.step_seconds = self.extractor.frame_seconds * checkpoint.model.cfg.stack

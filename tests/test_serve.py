@@ -30,12 +30,14 @@ websockets = pytest.importorskip("websockets")
 from websockets.asyncio.client import connect  # noqa: E402
 from websockets.exceptions import ConnectionClosed  # noqa: E402
 
+from stream.ingest import IngestOptions  # noqa: E402
 from stream.serve.server import ServeOptions, Server  # noqa: E402
 from stream.transcribe import transcribe_file  # noqa: E402
 
 pytestmark = pytest.mark.serve
 TOKEN = "s3cret-token"
 AUTH = {"Authorization": f"Bearer {TOKEN}"}
+DROP = IngestOptions(overflow="drop")  # as `rnnstream serve`: the hub never waits for a tick
 
 
 # ---------------------------------------------------------------------------------------------
@@ -83,8 +85,8 @@ def served(recognizer, handwriting):
     from stream.pipeline import PipelineSpec
     from stream.process import process_recognizer
 
-    shared = process_recognizer(recognizer.checkpoint, PipelineSpec(options=recognizer.options), processes=2, overflow="drop")
-    pen = process_recognizer(handwriting.checkpoint, PipelineSpec(options=handwriting.options), overflow="drop")
+    shared = process_recognizer(recognizer.checkpoint, PipelineSpec(options=recognizer.options), processes=2, ingest=DROP)
+    pen = process_recognizer(handwriting.checkpoint, PipelineSpec(options=handwriting.options), ingest=DROP)
     running = Running(shared, pen=pen, token=TOKEN)
     yield running
     running.close()
@@ -316,7 +318,7 @@ def test_bad_input_closes_only_its_connection(served, recognizer, recordings):
 
 
 def test_full_server_refuses_and_idle_streams_end_with_their_final(recognizer, recordings):
-    shared = recognizer.shared(overflow="drop")
+    shared = recognizer.shared(ingest=DROP)
     running = Running(shared, max_clients=1, idle_timeout=1.0)
     try:
 
@@ -395,8 +397,8 @@ def test_ray_server_gives_the_same_finals(recognizer, recordings, handwriting, i
 
     want = [expected(recognizer, p) for p, _ in recordings]
     want_ink = [expected(handwriting, p) for p, _ in ink_files]
-    shared = RayRecognizer.connect("digits", device="cpu", num_cpus=2, overflow="drop")
-    pen = RayRecognizer.connect("handwriting", device="cpu", overflow="drop")  # joins the Ray the first started
+    shared = RayRecognizer.connect("digits", device="cpu", num_cpus=2, ingest=DROP)
+    pen = RayRecognizer.connect("handwriting", device="cpu", ingest=DROP)  # joins the Ray the first started
     running = Running(shared, pen=pen)
     try:
 
@@ -516,7 +518,7 @@ def test_bad_pen_input_closes_only_its_connection(handwriting, ink_files):
     """A server of the handwriting model alone (`rnnstream serve --model handwriting`): points on any path, and
     each bad pen input gets an error and the close of its own connection while pen clients write beside it."""
     want = [expected(handwriting, p) for p, _ in ink_files]
-    shared = handwriting.shared(overflow="drop")
+    shared = handwriting.shared(ingest=DROP)
     running = Running(shared, token=TOKEN)
     try:
 

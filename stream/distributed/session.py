@@ -9,7 +9,7 @@ from models.checkpoint import DEFAULT_MODEL, Checkpoint, load_checkpoint
 from models.decoding import DecodeOptions
 
 from ..backend import EndpointConfig
-from ..ingest import Ingest
+from ..ingest import IngestOptions
 from ..options import recommended_options
 from ..pipeline import PipelineSpec
 from ..shared import SharedRecognizer
@@ -28,21 +28,16 @@ class RayRecognizer(SharedRecognizer):
         options: DecodeOptions | None = None,
         endpoint: EndpointConfig = EndpointConfig(),
         idle_timeout: float | None = None,
-        window: int = 4,
-        min_chunk: float = 0.1,
-        overflow: str = "block",
+        ingest: IngestOptions = IngestOptions(),
         num_cpus: int | None = None,
         checkpoint: Checkpoint | None = None,
         standby: bool = True,
-        admit_latency: float | None = None,
     ) -> RayRecognizer:
         """Start (or join `address`) Ray and place one pipeline on this node; the model ships as bytes.
         `checkpoint`: `model` already loaded (its metadata is all this process needs). Live streams survive a lost
-        worker: the ingest keeps what replays them, and `standby` keeps a second set of actors warm to take over.
-        `admit_latency`: new sessions are refused (Overloaded) while the pipeline lags more (see `Ingest`)."""
+        worker: the ingest keeps what replays them, and `standby` keeps a second set of actors warm to take over."""
         checkpoint = checkpoint or load_checkpoint(model)
         options = options if options is not None else recommended_options(checkpoint)
         spec = PipelineSpec(device=device, options=options, endpoint=endpoint, idle_timeout=idle_timeout, standby=standby)
         cluster, pipeline = start_pipeline(model, spec, address, num_cpus)
-        ingest = Ingest(pipeline, min_chunk=min_chunk, window=window, overflow=overflow, admit_latency=admit_latency)
         return cls(checkpoint, pipeline, ingest, on_close=cluster.close)
