@@ -150,6 +150,8 @@ def running_mean_normalise(
     live = torch.ones(x.shape[0], steps, dtype=torch.bool, device=x.device)
     if lengths is not None:
         live = torch.arange(steps, device=x.device)[None, :] < lengths.to(x.device)[:, None]
+    if not steps:
+        return x, norm
     step_means, energy = x.float().mean(2), energy.float()  # [batch, steps, n_mels], [batch, steps]
     # Only the recurrence is stepped; what each step needs is cut beforehand and the means are taken after, so a
     # step is 14 small ops, not 24 (every tick steps them: 1.4-2.3 -> 1.0 ms a call of 23 streams x 17 steps here).
@@ -164,8 +166,6 @@ def running_mean_normalise(
         count = torch.where(counted, decay * count + 1.0, count)
         totals.append(total)
         counts.append(count)
-    if not steps:
-        return x, norm
     counted_steps = torch.stack(counts, 1)
     mean = torch.stack(totals, 1) / (counted_steps + prior * (1.0 - counted_steps / window))
     return x - mean[:, :, None, :].to(x.dtype), torch.cat([total, count, peak], -1)[None]

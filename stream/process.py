@@ -11,8 +11,9 @@ Invariants:
   would get in process. One thread in each child answers its requests in the order they were sent.
 - Nothing here blocks on a pipe: a reader thread per child takes every answer as it arrives, and a writer thread
   per child sends its requests, so a large tick can never deadlock against a large answer, and the caller never
-  waits for a busy child to read (a pipe buffers 64 KB; a tick of 40 streams x 500 ms at 8 kHz is 320 KB, so a
-  send blocked until the child had finished the tick before: the server's hub stalled with it, every answer late).
+  waits for a busy child to read (a pipe buffers 64 KB; a tick of 40 streams x 500 ms of 16-bit 8 kHz audio is
+  320 KB, 160 KB a child of two, so a send blocked until the child had finished the tick before: the server's hub
+  stalled with it, every answer late).
 - A child that dies (killed, out of memory) is a lost worker: calls then raise `PipelineProcessLost` and `restart`
   starts fresh children, so an Ingest with failover replays its streams from their snapshots, as on Ray.
 """
@@ -168,10 +169,7 @@ class ProcessPipeline:
             try:
                 child.conn.send(request)
             except (OSError, ValueError) as e:  # the child died (its reader sees EOF too)
-                with self._cond:
-                    if child.lost is None:
-                        child.lost = PipelineProcessLost(f"the pipeline process {child.proc.pid} is gone ({one_line(e)})")
-                    self._cond.notify_all()
+                self._lose(child, one_line(e))
                 return
 
     def _read(self, child: _Child, generation: int) -> None:
@@ -182,10 +180,7 @@ class ProcessPipeline:
                 reply = child.conn.recv()
             except (EOFError, OSError):
                 child.proc.join(1)
-                with self._cond:
-                    if child.lost is None:
-                        child.lost = PipelineProcessLost(f"the pipeline process {child.proc.pid} is gone (exit code {child.proc.exitcode})")
-                    self._cond.notify_all()
+                self._lose(child, f"exit code {child.proc.exitcode}")
                 return
             with self._cond:
                 if generation != self._generation:
@@ -193,6 +188,13 @@ class ProcessPipeline:
                 child.replies[n] = reply
                 n += 1
                 self._cond.notify_all()
+
+    def _lose(self, child: _Child, why: str) -> None:
+        """Mark a child lost (once: its reader or its writer, whichever sees it first); waiting calls then fail."""
+        with self._cond:
+            if child.lost is None:
+                child.lost = PipelineProcessLost(f"the pipeline process {child.proc.pid} is gone ({why})")
+            self._cond.notify_all()
 
     def _request(self, i: int, op: str, *args) -> tuple[int, int, int]:
         """-> a part handle (generation, child, request number)."""
