@@ -83,13 +83,16 @@ def _words(emissions: list[_Emission], tokenizer: Tokenizer, step_seconds: float
 
 
 class GreedyDecoder:
-    """Best path decoding, kept incrementally so a partial result costs nothing extra."""
+    """Best path decoding, kept incrementally: a partial result recomputes only the word being written (words a
+    boundary has closed cannot change, since a step only ever extends the last emission)."""
 
     def __init__(self, tokenizer: Tokenizer, step_seconds: float):
         self.tokenizer = tokenizer
         self.step_seconds = step_seconds
         self._prev = tokenizer.blank
         self._emissions: list[_Emission] = []
+        self._closed: list[Word] = []  # the words of _emissions[:_open]
+        self._open = 0
 
     def accept(self, log_probs: torch.Tensor, first_step: int) -> None:
         probs, ids = log_probs.max(-1)
@@ -103,11 +106,17 @@ class GreedyDecoder:
             self._prev = k
 
     def partial(self) -> Hypothesis:
-        return _words(self._emissions, self.tokenizer, self.step_seconds)
+        emissions, boundary = self._emissions, self.tokenizer.boundary
+        for j in range(self._open, len(emissions)):
+            if emissions[j].token == boundary:
+                self._closed += _words(emissions[self._open : j], self.tokenizer, self.step_seconds).words
+                self._open = j + 1
+        words = self._closed + _words(emissions[self._open :], self.tokenizer, self.step_seconds).words
+        return Hypothesis(" ".join(w.word for w in words), words)
 
     def finish(self) -> Hypothesis:
         hyp = self.partial()
-        self._emissions = []
+        self._emissions, self._closed, self._open = [], [], 0
         return hyp
 
 

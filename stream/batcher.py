@@ -94,7 +94,8 @@ class SequenceBatcher:
             return out
         keys = list(ready)
         stack = self.model.cfg.stack
-        lengths = torch.tensor([len(ready[k]) // stack for k in keys])
+        steps = [len(ready[k]) // stack for k in keys]  # ints: slicing by a tensor element costs ~10x
+        lengths = torch.tensor(steps)
         device = self.state.h.device
         x = torch.nn.utils.rnn.pad_sequence([ready[k] for k in keys], batch_first=True).to(device)
         idx = torch.tensor([self._slot[k] for k in keys], device=device)
@@ -102,7 +103,7 @@ class SequenceBatcher:
         for tensor, new in zip(self.state, new_state):
             tensor[:, idx] = new
         log_probs = log_probs.cpu()
-        out.update({k: log_probs[i, : lengths[i]] for i, k in enumerate(keys)})
+        out.update({k: log_probs[i, :n] for i, (k, n) in enumerate(zip(keys, steps))})
         return out
 
     def _grow(self) -> None:

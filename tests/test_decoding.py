@@ -51,3 +51,43 @@ def test_recommended_decoding_reads_connected_digits_of_every_speaker(recognizer
             audio, text = connected_utterance(clips, rng, 16000, min_digits=3, max_digits=10)
             pairs.append((text, _text(recognizer, audio, 16000)))
     assert score(pairs)["wer"] < 0.15, pairs
+
+
+def test_greedy_partials_do_not_depend_on_how_steps_arrive(recognizer, digits_audio):
+    """The greedy decoder keeps closed words between partials: its partial after any run of steps equals a fresh
+    decoder's given the same steps at once (real log-probabilities of the digits model on real speech)."""
+    import numpy as np
+    import torch
+
+    from models.decoding import GreedyDecoder
+
+    audio, _ = digits_audio
+    session = recognizer.session(16000)
+    log_probs, step = [], session.pipeline.model.batcher.step
+
+    def recording_step(inputs):
+        out = step(inputs)
+        log_probs.extend(out.values())
+        return out
+
+    session.pipeline.model.batcher.step = recording_step
+    session.accept(audio)
+    session.finish()
+    lp, step_seconds = torch.cat(log_probs), 0.03
+    rng = np.random.default_rng(0)
+    cuts = np.sort(rng.choice(np.arange(1, len(lp)), size=12, replace=False))
+    tokens, best = recognizer.tokenizer, lp.argmax(-1).tolist()
+    incremental, done = GreedyDecoder(tokens, step_seconds), 0
+    for cut in [*cuts, len(lp)]:
+        incremental.accept(lp[done:cut], done)
+        whole = GreedyDecoder(tokens, step_seconds)
+        whole.accept(lp[:cut], 0)
+        partial = incremental.partial()
+        assert partial == whole.partial()
+        path = [k for i, k in enumerate(best[:cut]) if k != tokens.blank and (i == 0 or k != best[i - 1])]
+        assert partial.text.split() == "".join(tokens.tokens[k] for k in path).replace(
+            tokens.tokens[tokens.boundary], " ").split()  # the best path, collapsed, split at boundaries
+        done = cut
+    final = incremental.finish()
+    assert len(final.words) >= 3  # words were closed by boundaries along the way
+    assert incremental.partial().text == ""
