@@ -29,7 +29,8 @@ def main(argv: list[str] | None = None) -> None:
     cfg = load_config(args.config, args.set)
     fcfg, tokenizer, mcfg = _configs(cfg)
     augment = augment_config(cfg)
-    stream = batch_stream(cfg, LogMel(fcfg), tokenizer, augment)
+    pen = cfg.get("frontend", "logmel") == "pen"  # batch_stream takes the PenConfig itself for ink
+    stream = batch_stream(cfg, fcfg if pen else LogMel(fcfg), tokenizer, augment)
     bucket = stream.bucket
     for i in range(bucket):  # warm-up: clip cache, allocator
         stream.batch(i)

@@ -46,17 +46,28 @@ def _spaced(n: int, rng: np.random.Generator, space_p: float) -> list[bool]:
 
 
 class WordsSource:
-    """UNIPEN category 7 words of the training writers (with their pen-up time drawn)."""
+    """UNIPEN category 7 words of the training writers (with their pen-up time drawn): one word, or (1 - single_p
+    of the items) 2 to `max_words` words of one writer side by side with word spaces, as a line is written."""
 
-    def __init__(self, seed: int = 0, category: str = "7", root: str | None = None):
-        self.category, self.root = category, root
+    def __init__(self, seed: int = 0, category: str = "7", max_words: int = 1, single_p: float = 1.0,
+                 root: str | None = None):
+        self.category, self.root, self.max_words, self.single_p = category, root, max_words, single_p
         self.index = unipen.indices(category, unipen.split_writers(seed, root=root), True, root)
+        writers = unipen.load_category(category, root).writers[self.index]
+        self.by_writer = {w: self.index[writers == w] for w in np.unique(writers)}
 
     def sample(self, rng: np.random.Generator) -> tuple[np.ndarray, str]:
         c = unipen.load_category(self.category, self.root)
-        i = int(self.index[rng.integers(len(self.index))])
-        points = unipen.timed_points(c.strokes(i), float(c.rates[i]), lift_scale=rng.uniform(0.5, 2.0))
-        return points, unipen.clean_label(str(c.labels[i]))
+        first = int(self.index[rng.integers(len(self.index))])
+        n = 1 if self.max_words < 2 or rng.random() < self.single_p else int(rng.integers(2, self.max_words + 1))
+        same = self.by_writer[c.writers[first]]
+        chosen = [first] + [int(same[rng.integers(len(same))]) for _ in range(n - 1)]
+        pieces = [unipen.timed_points(c.strokes(i), float(c.rates[i]), lift_scale=rng.uniform(0.5, 2.0))
+                  for i in chosen]
+        if n == 1:
+            return pieces[0], unipen.clean_label(str(c.labels[first]))
+        text = " ".join(unipen.clean_label(str(c.labels[i])) for i in chosen)
+        return join(pieces, [i > 0 for i in range(n)], rng), text
 
 
 class CharsSource:
