@@ -1,5 +1,6 @@
 """A pen model on the held-out writers: words (CER case-sensitive and folded, WER with and without a lexicon),
-isolated characters by category with their charset, the held-out UCI letters, and the last letter's latency.
+isolated characters by category with their charset, the held-out UCI letters, two-word lines, and the last letter's
+latency.
 
     python -m tools.eval_ink --model models/bundled/handwriting.pt --out runs/handwriting/eval.json
 
@@ -11,6 +12,7 @@ samples to a model call. Invariant: only held-out writers (tools.unipen's seeded
 from __future__ import annotations
 
 import argparse
+import itertools
 import json
 import time
 from dataclasses import replace
@@ -76,7 +78,34 @@ class Reader:
         return results
 
 
-def evaluate(model: str, seed: int = 0, words: int = 0, lexicon_words: int = 500, log=print) -> dict:
+def _lines(reader: Reader, held: set[str], n: int, seed: int) -> dict:
+    """Two words of one held-out writer in one stream, side by side with a word space and a pen-up between them
+    (tools.ink_data.join, as training joins them): a line as a canvas takes it. CER of the pair against the same
+    words read alone."""
+    from .ink_data import join
+
+    c = unipen.load_category("7")
+    idx = unipen.indices("7", held, train=False)
+    rng = np.random.default_rng(seed)
+    pairs = [(int(a), int(b)) for a, b in itertools.pairwise(idx) if c.writers[a] == c.writers[b]]
+    pairs = [pairs[i] for i in np.sort(rng.permutation(len(pairs))[:n])]
+    alone, joined, refs = [], [], []
+    for a, b in pairs:
+        (pa, la, _), (pb, lb, _) = unipen.sample("7", a), unipen.sample("7", b)
+        alone += [pa, pb]
+        joined.append(join([pa, pb], [False, True], rng))
+        refs.append(f"{la} {lb}")
+    greedy = DecodeOptions()
+    hyps = [h for h, _ in reader.read(reader.log_probs(joined), greedy)]
+    single = [h for h, _ in reader.read(reader.log_probs(alone), greedy)]
+    single_refs = [r for ref in refs for r in ref.split(" ", 1)]
+    return {"n": len(refs), "cer": _cer(refs, hyps), "cer_words_alone": _cer(single_refs, single),
+            "words_wrong_count": float(np.mean([len(h.split()) != 2 for h in hyps])),
+            "examples": [[r, h] for r, h in list(zip(refs, hyps))[:20]]}
+
+
+def evaluate(model: str, seed: int = 0, words: int = 0, lexicon_words: int = 500, lines: int = 500,
+             log=print) -> dict:
     reader = Reader(model)
     held = unipen.split_writers(seed)
     report: dict = {"model": str(model), "heldout_writers": len(held)}
@@ -133,6 +162,10 @@ def evaluate(model: str, seed: int = 0, words: int = 0, lexicon_words: int = 500
         }
         log(f"lexicon: {report['words']['lexicon']}")
 
+    if lines:
+        report["lines"] = _lines(reader, held, lines, seed)
+        log(f"lines: {report['lines']}")
+
     report["characters"] = {}
     for cat, charset in (("1a", "digits"), ("1b", "upper"), ("1c", "lower")):
         idx = unipen.indices(cat, held, train=False)
@@ -165,10 +198,11 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--words", type=int, default=0, help="held-out words to read (0: all)")
     p.add_argument("--lexicon-words", type=int, default=500, help="of them, read with the training words' lexicon")
+    p.add_argument("--lines", type=int, default=500, help="pairs of a writer's words read as one line (0: none)")
     p.add_argument("--out", help="JSON report")
     args = p.parse_args(argv)
     torch.set_num_threads(1)
-    report = evaluate(args.model, args.seed, args.words, args.lexicon_words)
+    report = evaluate(args.model, args.seed, args.words, args.lexicon_words, args.lines)
     if args.out:
         Path(args.out).write_text(json.dumps(report, indent=1) + "\n")
 
