@@ -92,3 +92,22 @@ def test_floor_keeps_a_silent_lead_in_out_of_the_mean(digits_audio, lead_dbfs):
     torch.testing.assert_close(normalise(x, floored)[:, steps:], normalise(speech, floored), atol=1e-5, rtol=0)
     plain = ModelConfig(cmn_steps=100, cmn_gate_db=25.0)
     assert (normalise(x, plain)[:, steps:] - normalise(speech, plain)).abs().mean() > 1.0
+
+
+def test_streams_of_many_lengths_in_one_call_each_stop_at_their_own_end(digits_audio):
+    """Six lengths in one call (a server's ragged tick: a plain LSTM call per length at inference, one packed call
+    in training): each stream's output and state are what it gets alone."""
+    torch.manual_seed(0)
+    model = AcousticModel(ModelConfig(hidden=32, cmn_steps=50, cmn_gate_db=25.0)).eval()
+    x = real_features(digits_audio)
+    steps = x.shape[1] // 3
+    lengths = [steps, steps - 1, steps // 2, steps // 3, 7, 1]
+    batch = torch.cat([torch.cat([x[:, : n * 3], torch.zeros_like(x[:, n * 3 :])], 1) for n in lengths])
+    for grad in (False, True):
+        with torch.set_grad_enabled(grad):
+            y, state = model(batch, None, torch.tensor(lengths))
+            for i, n in enumerate(lengths):
+                alone, alone_state = model(x[:, : n * 3])
+                torch.testing.assert_close(y[i, :n], alone[0], atol=1e-5, rtol=0)
+                torch.testing.assert_close(state.h[:, i], alone_state.h[:, 0], atol=1e-5, rtol=0)
+                torch.testing.assert_close(state.c[:, i], alone_state.c[:, 0], atol=1e-5, rtol=0)
