@@ -95,14 +95,14 @@ class GreedyDecoder:
         self._open = 0
 
     def accept(self, log_probs: torch.Tensor, first_step: int) -> None:
-        probs, ids = log_probs.max(-1)
-        for i, (k, lp) in enumerate(zip(ids.tolist(), probs.exp().tolist())):
-            if k != self.tokenizer.blank:
+        best, ids = log_probs.max(-1)
+        for i, (k, lp) in enumerate(zip(ids.tolist(), best.tolist())):
+            if k != self.tokenizer.blank:  # (most steps are blank: exp only where a token is)
                 if k == self._prev and self._emissions:
                     last = self._emissions[-1]
-                    last.last, last.prob = first_step + i, max(last.prob, lp)
+                    last.last, last.prob = first_step + i, max(last.prob, math.exp(lp))
                 else:
-                    self._emissions.append(_Emission(k, first_step + i, first_step + i, lp))
+                    self._emissions.append(_Emission(k, first_step + i, first_step + i, math.exp(lp)))
             self._prev = k
 
     def partial(self) -> Hypothesis:

@@ -93,9 +93,10 @@ def make_extractor(name: str, config: Any, stack: int) -> Extractor:
 def whole_steps(pending: torch.Tensor, frames: torch.Tensor, stack: int) -> tuple[torch.Tensor, torch.Tensor]:
     """The frames carried from the last chunk and this chunk's -> (the whole model steps now ready, [steps * stack,
     dim], and the frames short of a step, carried to the next chunk): what every FrontEnd.steps does."""
-    pending = torch.cat([pending, frames]) if len(pending) else frames
-    ready = len(pending) // stack * stack
-    return pending[:ready], pending[ready:]
+    pending = torch.cat([pending, frames]) if pending.shape[0] else frames
+    n = pending.shape[0]
+    ready = n // stack * stack
+    return pending if ready == n else pending[:ready], pending[ready:]
 
 
 @torch.no_grad()

@@ -85,10 +85,11 @@ class BackEnd:
                 self.decoder.accept(log_probs[begin : t + 1], self.steps + begin)
                 events += self._final(next_start=self.steps + t + 1)
                 begin = t + 1
-        self.decoder.accept(log_probs[begin:], self.steps + begin)
-        if len(log_probs) > begin:
-            self._heard.append(log_probs[begin:].clone())  # (a view would keep the whole tick's buffer alive)
-        self.steps += len(log_probs)
+        rest = log_probs[begin:] if begin else log_probs  # (a slice costs ~1 us, per stream per tick)
+        self.decoder.accept(rest, self.steps + begin)
+        if rest.shape[0]:
+            self._heard.append(rest.clone())  # (a view would keep the whole tick's buffer alive)
+        self.steps += log_probs.shape[0]
         partial = self.decoder.partial()
         if partial.text != self._last_partial:
             self._last_partial = partial.text

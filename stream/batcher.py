@@ -88,13 +88,13 @@ class SequenceBatcher:
         now = self.clock()
         for key in inputs:
             self._last_used[key] = now
-        ready = {k: x for k, x in inputs.items() if len(x)}
+        ready = {k: x for k, x in inputs.items() if x.shape[0]}  # (len() of a tensor: 4x the time)
         out = {k: torch.zeros(0, self.model.cfg.n_tokens) for k in inputs if k not in ready}
         if not ready:
             return out
         keys = list(ready)
         stack = self.model.cfg.stack
-        steps = [len(ready[k]) // stack for k in keys]  # ints: slicing by a tensor element costs ~10x
+        steps = [ready[k].shape[0] // stack for k in keys]  # ints: slicing by a tensor element costs ~10x
         lengths = torch.tensor(steps)
         device = self.state.h.device
         x = torch.nn.utils.rnn.pad_sequence([ready[k] for k in keys], batch_first=True).to(device)
@@ -103,7 +103,8 @@ class SequenceBatcher:
         for tensor, new in zip(self.state, new_state):
             tensor[:, idx] = new
         log_probs = log_probs.cpu()
-        out.update({k: log_probs[i, :n] for i, (k, n) in enumerate(zip(keys, steps))})
+        width = log_probs.shape[1]  # most streams fill the call: their row as it is (unbind: 0.4 us a row, a slice 1.2)
+        out.update({k: row if n == width else row[:n] for k, row, n in zip(keys, log_probs.unbind(0), steps)})
         return out
 
     def _grow(self) -> None:

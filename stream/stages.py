@@ -202,8 +202,8 @@ class ModelStage:
             at = 0
             for q in items:
                 if q.frames is not None:
-                    n = len(q.frames) // self.stack
-                    q.request.log_probs[key] = outputs[key][at : at + n]
+                    n, out = q.frames.shape[0] // self.stack, outputs[key]
+                    q.request.log_probs[key] = out if at == 0 and n == out.shape[0] else out[at : at + n]
                     at += n
                 q.request.remaining -= 1
                 touched.append(q.request)
