@@ -104,8 +104,20 @@ def _lines(reader: Reader, held: set[str], n: int, seed: int) -> dict:
             "examples": [[r, h] for r, h in list(zip(refs, hyps))[:20]]}
 
 
+def fit_gap(reader: Reader, held: set[str], n: int) -> dict:
+    """CER on n words of the training writers against n of the held-out ones (a seeded draw, no augmentation): how
+    far the model fits the writers it learnt from, and how far that carries to new ones."""
+    out = {"n": n}
+    for name, train in (("training_writers", True), ("heldout_writers", False)):
+        idx = np.random.default_rng(1).choice(unipen.indices("7", held, train), n, replace=False)
+        samples = [unipen.sample("7", int(i)) for i in idx]
+        hyps = [h for h, _ in reader.read(reader.log_probs([p for p, _, _ in samples]), DecodeOptions())]
+        out[f"cer_{name}"] = _cer([lbl for _, lbl, _ in samples], hyps)
+    return out
+
+
 def evaluate(model: str, seed: int = 0, words: int = 0, lexicon_words: int = 500, lines: int = 500,
-             log=print) -> dict:
+             gap_words: int = 0, log=print) -> dict:
     reader = Reader(model)
     held = unipen.split_writers(seed)
     report: dict = {"model": str(model), "heldout_writers": len(held)}
@@ -134,7 +146,7 @@ def evaluate(model: str, seed: int = 0, words: int = 0, lexicon_words: int = 500
     log(f"words: {report['words']['n']} CER {report['words']['cer']:.3f} folded {report['words']['cer_folded']:.3f} "
         f"WER {report['words']['wer']:.3f}")
     # the last letter's latency: its first emission after the word's last pen-down point, in ink seconds; and
-    # where the first letter comes out (at step 0 it was guessed before any of its ink: configs/handwriting_finetune.yaml)
+    # where the first letter comes out (at step 0 it is guessed before any of its ink: train.first_label_steps)
     lat, firsts = [], []
     for (p, _, _), lp in zip(samples, lps):
         path = lp.argmax(-1).tolist()
@@ -165,6 +177,10 @@ def evaluate(model: str, seed: int = 0, words: int = 0, lexicon_words: int = 500
     if lines:
         report["lines"] = _lines(reader, held, lines, seed)
         log(f"lines: {report['lines']}")
+
+    if gap_words:
+        report["fit_gap"] = fit_gap(reader, held, gap_words)
+        log(f"fit gap: {report['fit_gap']}")
 
     report["characters"] = {}
     for cat, charset in (("1a", "digits"), ("1b", "upper"), ("1c", "lower")):
@@ -199,10 +215,12 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--words", type=int, default=0, help="held-out words to read (0: all)")
     p.add_argument("--lexicon-words", type=int, default=500, help="of them, read with the training words' lexicon")
     p.add_argument("--lines", type=int, default=500, help="pairs of a writer's words read as one line (0: none)")
+    p.add_argument("--gap-words", type=int, default=0, help="also read this many training writers' words (and as many "
+                   "held-out ones): the fit against the gap")
     p.add_argument("--out", help="JSON report")
     args = p.parse_args(argv)
     torch.set_num_threads(1)
-    report = evaluate(args.model, args.seed, args.words, args.lexicon_words, args.lines)
+    report = evaluate(args.model, args.seed, args.words, args.lexicon_words, args.lines, args.gap_words)
     if args.out:
         Path(args.out).write_text(json.dumps(report, indent=1) + "\n")
 
