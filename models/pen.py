@@ -236,8 +236,6 @@ class PenFrontEnd:
         slant = max(-1.0, min(1.0, self.sxy / (self.sdd + self.cfg.slant_prior * size * size)))
         dx, dy = (fdx - slant * fdy) / size, fdy / size
         norm = math.hypot(dx, dy)
-        if norm > 1e-6:
-            return [1.0, dx, dy, path / size, (jx - slant * jy) / size, jy / size, float(start), float(end),
-                    (y - mean) / size, dx / norm, dy / norm]
+        ux, uy = (dx / norm, dy / norm) if norm > 1e-6 else (0.0, 0.0)
         return [1.0, dx, dy, path / size, (jx - slant * jy) / size, jy / size, float(start), float(end),
-                (y - mean) / size, 0.0, 0.0]
+                (y - mean) / size, ux, uy]
