@@ -68,14 +68,14 @@ class Reader:
             out += [lp[j, : lengths[j]] for j in range(len(frames))]
         return out
 
-    def read(self, log_probs: list[torch.Tensor], options: DecodeOptions) -> list[tuple[str, list]]:
-        results = []
+    def read(self, log_probs: list[torch.Tensor], options: DecodeOptions = DecodeOptions()) -> list[str]:
+        """Each sample's text, decoded with `options`."""
+        texts = []
         decoder = make_decoder(self.tokenizer, self.step_seconds, options)  # one: a lexicon is read once
         for lp in log_probs:
             decoder.accept(lp, 0)
-            hyp = decoder.finish()
-            results.append((hyp.text, hyp.words))
-        return results
+            texts.append(decoder.finish().text)
+        return texts
 
 
 def _lines(reader: Reader, held: set[str], n: int, seed: int) -> dict:
@@ -95,9 +95,8 @@ def _lines(reader: Reader, held: set[str], n: int, seed: int) -> dict:
         alone += [pa, pb]
         joined.append(join([pa, pb], [False, True], rng))
         refs.append(f"{la} {lb}")
-    greedy = DecodeOptions()
-    hyps = [h for h, _ in reader.read(reader.log_probs(joined), greedy)]
-    single = [h for h, _ in reader.read(reader.log_probs(alone), greedy)]
+    hyps = reader.read(reader.log_probs(joined))
+    single = reader.read(reader.log_probs(alone))
     single_refs = [r for ref in refs for r in ref.split(" ", 1)]
     return {"n": len(refs), "cer": _cer(refs, hyps), "cer_words_alone": _cer(single_refs, single),
             "words_wrong_count": float(np.mean([len(h.split()) != 2 for h in hyps])),
@@ -111,7 +110,7 @@ def fit_gap(reader: Reader, held: set[str], n: int) -> dict:
     for name, train in (("training_writers", True), ("heldout_writers", False)):
         idx = np.random.default_rng(1).choice(unipen.indices("7", held, train), n, replace=False)
         samples = [unipen.sample("7", int(i)) for i in idx]
-        hyps = [h for h, _ in reader.read(reader.log_probs([p for p, _, _ in samples]), DecodeOptions())]
+        hyps = reader.read(reader.log_probs([p for p, _, _ in samples]))
         out[f"cer_{name}"] = _cer([lbl for _, lbl, _ in samples], hyps)
     return out
 
@@ -131,7 +130,7 @@ def evaluate(model: str, seed: int = 0, words: int = 0, lexicon_words: int = 500
     lps = reader.log_probs([p for p, _, _ in samples])
     model_seconds = time.perf_counter() - t0
     refs = [lbl for _, lbl, _ in samples]
-    hyps = [h for h, _ in reader.read(lps, greedy)]
+    hyps = reader.read(lps, greedy)
     report["words"] = {
         "n": len(refs), "writers": len({w for _, _, w in samples}),
         "cer": _cer(refs, hyps), "cer_folded": _cer(refs, hyps, fold=True),
@@ -165,7 +164,7 @@ def evaluate(model: str, seed: int = 0, words: int = 0, lexicon_words: int = 500
         opts = DecodeOptions(beam=16, words=tuple(vocab))
         n = min(lexicon_words, len(refs))
         t0 = time.perf_counter()
-        lex = [h for h, _ in reader.read(lps[:n], opts)]
+        lex = reader.read(lps[:n], opts)
         report["words"]["lexicon"] = {
             "n": n, "vocabulary": len(vocab), "wer": float(np.mean([r != h for r, h in zip(refs[:n], lex)])),
             "wer_greedy_same_words": float(np.mean([r != h for r, h in zip(refs[:n], hyps[:n])])),
@@ -190,7 +189,7 @@ def evaluate(model: str, seed: int = 0, words: int = 0, lexicon_words: int = 500
         refs = [lbl for _, lbl, _ in samples]
         row = {"n": len(refs), "charset": charset}
         for name, opts in ((charset, replace(greedy, charset=charset)), ("all", greedy)):
-            hyps = [h for h, _ in reader.read(lps, opts)]
+            hyps = reader.read(lps, opts)
             row[f"accuracy_{name}"] = float(np.mean([r == h for r, h in zip(refs, hyps)]))
         report["characters"][cat] = row
         log(f"{cat}: {row}")
@@ -201,7 +200,7 @@ def evaluate(model: str, seed: int = 0, words: int = 0, lexicon_words: int = 500
     refs = [labels[i] for i in held_uci]
     row = {"n": len(refs)}
     for name, opts in (("lower", replace(greedy, charset="lower")), ("all", greedy)):
-        hyps = [h for h, _ in reader.read(lps, opts)]
+        hyps = reader.read(lps, opts)
         row[f"accuracy_{name}"] = float(np.mean([r == h for r, h in zip(refs, hyps)]))
     report["uci"] = row
     log(f"uci: {row}")

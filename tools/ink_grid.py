@@ -18,8 +18,6 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt
 import numpy as np
 
-from models.decoding import DecodeOptions
-
 from . import unipen
 from .eval_ink import Reader
 
@@ -72,7 +70,7 @@ def main(argv: list[str] | None = None) -> None:
     args = p.parse_args(argv)
     samples = pick_words(args.n, args.seed)
     reader = Reader(args.model)
-    reads = [text for text, _ in reader.read(reader.log_probs([s[0] for s in samples]), DecodeOptions())]
+    reads = reader.read(reader.log_probs([s[0] for s in samples]))
     print(f"{sum(r == s[1] for r, s in zip(reads, samples))} of {len(samples)} read right; wrote "
           f"{draw(samples, reads, args.out)}")
 
