@@ -1,6 +1,6 @@
 """speechocean762 split by speaker: training manifests and a held-out scoring set with group labels.
 
-    python -m tools.speechocean --out data/so762 [--seed 14] [--held-out 6 6 6 7]
+    python -m tools.speechocean --out data/so762 [--seed 14] [--held-out 6 6 6 7] [--train-fraction 0.5]
 
 Writes under --out:
 - `split.json`: the held-out speakers with their group (adult/child x female/male), the seed, the counts;
@@ -14,6 +14,8 @@ The held-out speakers are drawn per group with a seeded generator. Nearly all di
 children (76 of 77): in the child groups, speakers who read digits are drawn first, so that the scoring set holds
 as many as it can; adults read one digit string in all, so the adult groups are scored on what there is.
 Speakers, never utterances, are held out: no voice of the scoring set is in `train*.jsonl`.
+`--train-fraction F` keeps F of each group's training speakers in `train*.jsonl` (seeded; the held-out speakers
+and the scoring set are the same as without it): the data-scaling check of how held-out errors fall with speakers.
 """
 
 from __future__ import annotations
@@ -62,6 +64,19 @@ def choose_held_out(rows: list[dict], counts: list[int], seed: int) -> dict[str,
     return chosen
 
 
+def keep_fraction(rows: list[dict], fraction: float, seed: int) -> list[dict]:
+    """The rows of `fraction` of each group's speakers (at least one), in a seeded random draw."""
+    rng = np.random.default_rng(seed)
+    by_group: dict[tuple[str, str], set[str]] = defaultdict(set)
+    for row in rows:
+        by_group[group(row)].add(row["speaker"])
+    kept = set()
+    for g in GROUPS:
+        names = sorted(by_group[g])
+        kept.update(names[i] for i in rng.permutation(len(names))[: max(1, round(fraction * len(names)))])
+    return [r for r in rows if r["speaker"] in kept]
+
+
 def _relative(rows: list[dict], out_dir: Path) -> list[dict]:
     return [{**r, "audio": os.path.relpath(r["audio"], out_dir.resolve())} for r in rows]
 
@@ -83,13 +98,17 @@ def write_telephone_set(rows: list[dict], out_dir: Path) -> Path:
     return write_manifest(out_dir, records)
 
 
-def split(out: str | Path, root: str | Path = ROOT, counts: list[int] = (6, 6, 6, 7), seed: int = 14) -> dict:
+def split(
+    out: str | Path, root: str | Path = ROOT, counts: list[int] = (6, 6, 6, 7), seed: int = 14, train_fraction: float = 1.0
+) -> dict:
     """Write the manifests described in the module docstring; returns split.json's content."""
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     rows = read_manifest(resolve_path(root) / "manifest.jsonl")
     held = choose_held_out(rows, list(counts), seed)
     train = [r for r in rows if r["speaker"] not in held]
+    if train_fraction < 1.0:
+        train = keep_fraction(train, train_fraction, seed)
     scoring = [
         {**r, "age_group": group(r)[0]} for r in rows if r["speaker"] in held and is_digits(r["text"])
     ]
@@ -103,6 +122,7 @@ def split(out: str | Path, root: str | Path = ROOT, counts: list[int] = (6, 6, 6
     per_group = {"/".join(g): sum(1 for r in scoring if group(r) == g) for g in GROUPS}
     info = {
         "seed": seed,
+        "train_fraction": train_fraction,
         "held_out": {s: "/".join(g) for s, g in sorted(held.items())},
         "speakers_per_group": {"/".join(g): n for g, n in zip(GROUPS, counts)},
         "scoring_utterances_per_group": per_group,
@@ -121,8 +141,12 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--seed", type=int, default=14)
     p.add_argument("--held-out", type=int, nargs=4, default=[6, 6, 6, 7], metavar="N",
                    help="speakers held out per group: adult/female adult/male child/female child/male")
+    p.add_argument("--train-fraction", type=float, default=1.0,
+                   help="keep this share of each group's training speakers (default 1: all)")
     args = p.parse_args(argv)
-    info = split(args.out, args.root, args.held_out, args.seed)
+    if not 0.0 < args.train_fraction <= 1.0:
+        p.error("--train-fraction must be in (0, 1]")
+    info = split(args.out, args.root, args.held_out, args.seed, args.train_fraction)
     print(json.dumps({k: v for k, v in info.items() if k != "held_out"}))
 
 
