@@ -1,6 +1,6 @@
-"""A pen model on the held-out writers: words (CER case-sensitive and folded, WER with and without a lexicon),
-isolated characters by category with their charset, the held-out UCI letters, two-word lines, and the last letter's
-latency.
+"""A pen model on the held-out writers: words (CER case-sensitive and folded, WER with and without a lexicon; all of
+them, and again without those whose ink cannot hold their label, `unipen.misaligned`), isolated characters by
+category with their charset, the held-out UCI letters, two-word lines, and the last letter's latency.
 
     python -m tools.eval_ink --model models/bundled/handwriting.pt --out runs/handwriting/eval.json
 
@@ -108,7 +108,7 @@ def fit_gap(reader: Reader, held: set[str], n: int) -> dict:
     far the model fits the writers it learnt from, and how far that carries to new ones."""
     out = {"n": n}
     for name, train in (("training_writers", True), ("heldout_writers", False)):
-        idx = np.random.default_rng(1).choice(unipen.indices("7", held, train), n, replace=False)
+        idx = np.random.default_rng(1).choice(unipen.indices("7", held, train, aligned=True), n, replace=False)
         samples = [unipen.sample("7", int(i)) for i in idx]
         hyps = reader.read(reader.log_probs([p for p, _, _ in samples]))
         out[f"cer_{name}"] = _cer([lbl for _, lbl, _ in samples], hyps)
@@ -144,6 +144,16 @@ def evaluate(model: str, seed: int = 0, words: int = 0, lexicon_words: int = 500
     }
     log(f"words: {report['words']['n']} CER {report['words']['cer']:.3f} folded {report['words']['cer_folded']:.3f} "
         f"WER {report['words']['wer']:.3f}")
+    # the same words less those whose ink cannot hold their label (unipen.misaligned: shifted segmentation)
+    keep = ~unipen.misaligned("7")[idx]
+    ref_a, hyp_a = [r for r, k in zip(refs, keep) if k], [h for h, k in zip(hyps, keep) if k]
+    report["words_aligned"] = {
+        "n": len(ref_a), "writers": len({w for (_, _, w), k in zip(samples, keep) if k}),
+        "cer": _cer(ref_a, hyp_a), "cer_folded": _cer(ref_a, hyp_a, fold=True),
+        "wer": float(np.mean([r != h for r, h in zip(ref_a, hyp_a)])),
+        "wer_folded": float(np.mean([r.lower() != h.lower() for r, h in zip(ref_a, hyp_a)])),
+    }
+    log(f"words, aligned: {report['words_aligned']}")
     # the last letter's latency: its first emission after the word's last pen-down point, in ink seconds; and
     # where the first letter comes out (at step 0 it is guessed before any of its ink: train.first_label_steps)
     lat, firsts = [], []
@@ -159,7 +169,7 @@ def evaluate(model: str, seed: int = 0, words: int = 0, lexicon_words: int = 500
     report["words"]["first_letter_at_step_0"] = float(np.mean([t == 0 for t in firsts]))
     if lexicon_words:
         vocab = sorted({unipen.clean_label(str(lbl)) for lbl in unipen.load_category("7").labels[
-            unipen.indices("7", held, train=True)]} - {None})
+            unipen.indices("7", held, train=True, aligned=False)]} - {None})
         vocab = [w for w in vocab if " " not in w]
         opts = DecodeOptions(beam=16, words=tuple(vocab))
         n = min(lexicon_words, len(refs))
