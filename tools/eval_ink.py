@@ -78,6 +78,12 @@ class Reader:
         return texts
 
 
+def _word_scores(refs: list[str], hyps: list[str]) -> dict:
+    return {"cer": _cer(refs, hyps), "cer_folded": _cer(refs, hyps, fold=True),
+            "wer": float(np.mean([r != h for r, h in zip(refs, hyps)])),
+            "wer_folded": float(np.mean([r.lower() != h.lower() for r, h in zip(refs, hyps)]))}
+
+
 def _lines(reader: Reader, held: set[str], n: int, seed: int) -> dict:
     """Two words of one held-out writer in one stream, side by side with a word space and a pen-up between them
     (tools.ink_data.join, as training joins them): a line as a canvas takes it. CER of the pair against the same
@@ -105,7 +111,8 @@ def _lines(reader: Reader, held: set[str], n: int, seed: int) -> dict:
 
 def fit_gap(reader: Reader, held: set[str], n: int) -> dict:
     """CER on n words of the training writers against n of the held-out ones (a seeded draw, no augmentation): how
-    far the model fits the writers it learnt from, and how far that carries to new ones."""
+    far the model fits the writers it learnt from, and how far that carries to new ones. Words whose ink cannot hold
+    their label (unipen.misaligned) are left out of both: no model reads them."""
     out = {"n": n}
     for name, train in (("training_writers", True), ("heldout_writers", False)):
         idx = np.random.default_rng(1).choice(unipen.indices("7", held, train, aligned=True), n, replace=False)
@@ -132,10 +139,7 @@ def evaluate(model: str, seed: int = 0, words: int = 0, lexicon_words: int = 500
     refs = [lbl for _, lbl, _ in samples]
     hyps = reader.read(lps, greedy)
     report["words"] = {
-        "n": len(refs), "writers": len({w for _, _, w in samples}),
-        "cer": _cer(refs, hyps), "cer_folded": _cer(refs, hyps, fold=True),
-        "wer": float(np.mean([r != h for r, h in zip(refs, hyps)])),
-        "wer_folded": float(np.mean([r.lower() != h.lower() for r, h in zip(refs, hyps)])),
+        "n": len(refs), "writers": len({w for _, _, w in samples}), **_word_scores(refs, hyps),
         # where in the word the errors are (the first letter: the stream's start)
         "first_letter_wrong_folded": float(np.mean([r[:1].lower() != h[:1].lower() for r, h in zip(refs, hyps)])),
         "last_letter_wrong_folded": float(np.mean([r[-1:].lower() != h[-1:].lower() for r, h in zip(refs, hyps)])),
@@ -148,10 +152,7 @@ def evaluate(model: str, seed: int = 0, words: int = 0, lexicon_words: int = 500
     keep = ~unipen.misaligned("7")[idx]
     ref_a, hyp_a = [r for r, k in zip(refs, keep) if k], [h for h, k in zip(hyps, keep) if k]
     report["words_aligned"] = {
-        "n": len(ref_a), "writers": len({w for (_, _, w), k in zip(samples, keep) if k}),
-        "cer": _cer(ref_a, hyp_a), "cer_folded": _cer(ref_a, hyp_a, fold=True),
-        "wer": float(np.mean([r != h for r, h in zip(ref_a, hyp_a)])),
-        "wer_folded": float(np.mean([r.lower() != h.lower() for r, h in zip(ref_a, hyp_a)])),
+        "n": len(ref_a), "writers": len({w for (_, _, w), k in zip(samples, keep) if k}), **_word_scores(ref_a, hyp_a),
     }
     log(f"words, aligned: {report['words_aligned']}")
     # the last letter's latency: its first emission after the word's last pen-down point, in ink seconds; and

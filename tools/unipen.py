@@ -138,7 +138,7 @@ def indices(
 def misaligned(category: str, root: str | None = None) -> np.ndarray:
     """Per segment: its label cannot be what its ink says. UNIPEN's word segmentation is shifted against the labels
     in a few writers' files (lex/mccup1, held out: the ink labelled "who" reads "authors", "and" has 2 points; the
-    bundled model read it at 103% CER, a third of all held-out errors, and read such training writers at 54-96%
+    bundled model read it at 103% CER, a third of all held-out errors, and read such training writers at 57-96%
     CER). A word of n >= 2 letters needs at least MIN_POINTS_PER_LETTER * n points; a writer with more than
     MISALIGNED_SHARE of its words short of that has its whole file marked. Independent of any model."""
     c = load_category(category, root)
