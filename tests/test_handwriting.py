@@ -222,6 +222,39 @@ def test_charset_restricts_what_is_read(tiny_pen, uci_ink):
     assert DecodeOptions().charset is None
 
 
+def test_a_charset_restricts_which_character_not_whether_one_was_written():
+    """On real log-probabilities (the bundled model, held-out lower-case letters): with a charset, blank and the
+    word boundary keep their probability, the allowed characters share the rest in their own proportions, the others
+    get nothing; so a lone stroke the model gave mostly to '1' reads 'l' under `lower`, not nothing."""
+    from models.decoding import make_decoder
+    from tools import unipen
+    from tools.eval_ink import Reader
+
+    reader = Reader("handwriting")
+    held = unipen.split_writers(0)
+    samples = [unipen.sample("1c", int(i)) for i in unipen.indices("1c", held, train=False)[:400]]
+    lps = reader.log_probs([p for p, _, _ in samples])
+    seen = []
+    restricted = make_decoder(reader.tokenizer, reader.step_seconds, DecodeOptions(charset="lower"))
+    restricted.decoder.accept = lambda lp, first: seen.append(lp)
+    restricted.accept(lps[0], 0)
+    lp, out = lps[0], seen[0]
+    tk = reader.tokenizer
+    special = [tk.blank, tk.boundary]
+    lower = torch.tensor([t.islower() and len(t) == 1 for t in tk.tokens])
+    assert torch.equal(out[:, special], lp[:, special])
+    assert (out[:, ~lower & ~torch.isin(torch.arange(len(tk.tokens)), torch.tensor(special))] == -1e4).all()
+    others = torch.ones(len(tk.tokens), dtype=torch.bool)
+    others[special] = False
+    assert torch.allclose(out[:, lower].exp().sum(-1), lp[:, others].exp().sum(-1), atol=1e-5)
+    ratio = out[:, lower] - lp[:, lower]  # one shift a step: proportions kept
+    assert torch.allclose(ratio, ratio[:, :1].expand_as(ratio), atol=1e-4)
+    refs = [label for _, label, _ in samples]
+    hyps = reader.read(lps, DecodeOptions(charset="lower"))
+    assert sum(h == "" for h in hyps) <= 4  # a letter's ink reads as a letter
+    assert np.mean([r == h for r, h in zip(refs, hyps)]) > 0.93
+
+
 def test_transcribe_ink_files_and_a_bad_one_fails_alone(tiny_pen, uci_ink, tmp_path):
     good = [write_inkml(tmp_path / f"g{i}.inkml", p, truth=t) for i, (p, t) in enumerate(uci_ink[:2])]
     bad = tmp_path / "bad.inkml"
