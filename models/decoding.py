@@ -232,34 +232,32 @@ def write_lexicon(words: list[str], tokenizer: Tokenizer, path: str | Path) -> P
     return Path(path)
 
 
-def charset_allowed(tokenizer: Tokenizer, charset: str | None) -> torch.Tensor | None:
-    """Per token: a character `charset` allows (blank and the word boundary are not characters); None when every
-    character is allowed."""
-    if charset not in CHARSETS:
-        raise ValueError(f"unknown charset {charset!r} (known: {', '.join(CHARSETS)})")
-    allowed = CHARSETS[charset]
-    if allowed is None:
-        return None
-    return torch.tensor([i not in (tokenizer.blank, tokenizer.boundary) and t in allowed
-                         for i, t in enumerate(tokenizer.tokens)])
-
-
 class RestrictedDecoder:
     """Either decoder, fed log-probabilities in which the charset restricts which character was written, not whether
     one was: at each step the characters it allows share the whole non-blank probability, in their own proportions;
     blank and the word boundary keep theirs; the others get log-probability -1e4 (finite: flashlight's scores stay
     numbers). Masking alone left a lone stroke's step to blank whenever the model had put most of it on a look-alike
     outside the set: held-out 'l' read as '1' or nothing (97 of 2,680 lower case read as nothing), 'I' as 'T'
-    (lower case 92.3 -> 95.2% correct, digits 95.4 -> 97.2%, upper 88.7 -> 90.0%; BENCHMARKS.md)."""
+    (lower case 92.3 -> 95.2% correct, digits 95.4 -> 97.2%, upper 88.7 -> 90.0%; BENCHMARKS.md). So a word's
+    confidence is the model's given the charset, and greedy weighs blank against the allowed characters together.
+    Per step: any chunking of a stream reads the same."""
 
-    def __init__(self, decoder: GreedyDecoder | BeamDecoder, allowed: torch.Tensor, characters: torch.Tensor):
-        self.decoder, self.allowed, self.characters = decoder, allowed, characters  # per token
+    def __init__(self, decoder: GreedyDecoder | BeamDecoder, tokenizer: Tokenizer, charset: str):
+        if charset not in CHARSETS or CHARSETS[charset] is None:
+            raise ValueError(f"unknown charset {charset!r} (known: {', '.join(CHARSETS)})")
+        self.decoder = decoder
+        self.characters = torch.ones(len(tokenizer.tokens), dtype=torch.bool)  # per token: not blank nor boundary
+        self.characters[[tokenizer.blank, tokenizer.boundary]] = False
+        self.allowed = self.characters & torch.tensor([t in CHARSETS[charset] for t in tokenizer.tokens])
+        if not self.allowed.any():
+            raise ValueError(f"the model has no character of charset {charset!r}")
 
     def accept(self, log_probs: torch.Tensor, first_step: int) -> None:
         allowed, characters = self.allowed.to(log_probs.device), self.characters.to(log_probs.device)
-        share = torch.logsumexp(log_probs[:, characters], -1) - torch.logsumexp(log_probs[:, allowed], -1)
+        pooled = torch.logsumexp(log_probs[:, allowed], -1)
+        share = torch.where(pooled.isfinite(), torch.logsumexp(log_probs[:, characters], -1) - pooled, 0.0)
         restricted = torch.where(characters, torch.where(allowed, log_probs + share[:, None], -1e4), log_probs)
-        self.decoder.accept(restricted, first_step)
+        self.decoder.accept(restricted.clamp(min=-1e4), first_step)
 
     def partial(self) -> Hypothesis:
         return self.decoder.partial()
@@ -275,9 +273,6 @@ def make_decoder(
         decoder: GreedyDecoder | BeamDecoder = BeamDecoder(tokenizer, step_seconds, options)
     else:
         decoder = GreedyDecoder(tokenizer, step_seconds)
-    allowed = charset_allowed(tokenizer, options.charset) if options.charset else None
-    if allowed is None:
+    if options.charset is None or CHARSETS.get(options.charset, "") is None:  # "all": nothing to restrict
         return decoder
-    characters = torch.ones_like(allowed)
-    characters[[tokenizer.blank, tokenizer.boundary]] = False
-    return RestrictedDecoder(decoder, allowed, characters)
+    return RestrictedDecoder(decoder, tokenizer, options.charset)

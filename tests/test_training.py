@@ -125,6 +125,26 @@ def test_the_validation_model_never_trains_on_a_held_out_voice(tmp_path):
     assert scoring and {json.loads(line)["speaker"] for line in scoring} <= held
 
 
+def test_a_share_of_the_training_speakers_is_drawn_per_group_and_nests():
+    """speechocean762's real speaker list: the data-scaling run keeps half of each group's training speakers, a
+    smaller share keeps a subset of them, and the held-out speakers stay out either way."""
+    from tools.data import read_manifest
+    from tools.speechocean import GROUPS, ROOT, choose_held_out, group, keep_fraction
+
+    rows = read_manifest(REPO / ROOT / "manifest.jsonl")
+    held = choose_held_out(rows, [6, 6, 6, 7], 14)
+    train = [r for r in rows if r["speaker"] not in held]
+    speakers = lambda rs, g: {r["speaker"] for r in rs if group(r) == g}
+    half, quarter = keep_fraction(train, 0.5, 14), keep_fraction(train, 0.25, 14)
+    for g in GROUPS:
+        assert abs(len(speakers(half, g)) - len(speakers(train, g)) / 2) <= 0.5
+        assert speakers(quarter, g) <= speakers(half, g) and speakers(quarter, g)
+    assert all(r["speaker"] not in held for r in half)
+    assert keep_fraction(train, 0.5, 14) == half and keep_fraction(train, 1.0, 14) == train
+    with pytest.raises(ValueError):
+        keep_fraction(train, 0.0, 14)
+
+
 def test_tight_start_cuts_the_leading_pause_and_nothing_of_the_word():
     # The front end adds no silence before a stream, so training must show words from the stream's first sample.
     import numpy as np

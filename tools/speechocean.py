@@ -65,7 +65,10 @@ def choose_held_out(rows: list[dict], counts: list[int], seed: int) -> dict[str,
 
 
 def keep_fraction(rows: list[dict], fraction: float, seed: int) -> list[dict]:
-    """The rows of `fraction` of each group's speakers (at least one), in a seeded random draw."""
+    """The rows of `fraction` of each group's speakers (at least one), in a seeded random draw: one order per seed,
+    so a smaller fraction keeps a subset of a larger one's speakers."""
+    if not 0.0 < fraction <= 1.0:
+        raise ValueError(f"the fraction of speakers kept must be in (0, 1], not {fraction}")
     rng = np.random.default_rng(seed)
     by_group: dict[tuple[str, str], set[str]] = defaultdict(set)
     for row in rows:
@@ -144,8 +147,6 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--train-fraction", type=float, default=1.0,
                    help="keep this share of each group's training speakers (default 1: all)")
     args = p.parse_args(argv)
-    if not 0.0 < args.train_fraction <= 1.0:
-        p.error("--train-fraction must be in (0, 1]")
     info = split(args.out, args.root, args.held_out, args.seed, args.train_fraction)
     print(json.dumps({k: v for k, v in info.items() if k != "held_out"}))
 

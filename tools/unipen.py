@@ -129,30 +129,34 @@ def indices(
     c = load_category(category, root)
     held = np.isin(c.writers, sorted(heldout))
     ok = np.array([clean_label(str(lbl)) is not None for lbl in c.labels])
-    if train if aligned is None else aligned:
+    aligned = train if aligned is None else aligned
+    if aligned:
         ok &= ~misaligned(category, root)
     return np.flatnonzero(ok & (held != train))
 
 
-@functools.lru_cache(maxsize=8)
 def misaligned(category: str, root: str | None = None) -> np.ndarray:
     """Per segment: its label cannot be what its ink says. UNIPEN's word segmentation is shifted against the labels
     in a few writers' files (lex/mccup1, held out: the ink labelled "who" reads "authors", "and" has 2 points; the
     bundled model read it at 103% CER, a third of all held-out errors, and read such training writers at 57-96%
     CER). A word of n >= 2 letters needs at least MIN_POINTS_PER_LETTER * n points; a writer with more than
-    MISALIGNED_SHARE of its words short of that has its whole file marked. Independent of any model."""
+    MISALIGNED_SHARE of its words short of that has its whole file marked. Letters are the label's characters, as
+    written. Independent of any model; read-only (cached)."""
+    return _misaligned(category, root)
+
+
+@functools.lru_cache(maxsize=8)
+def _misaligned(category: str, root: str | None) -> np.ndarray:
     c = load_category(category, root)
-    mark = np.zeros(len(c.labels), dtype=bool)
-    if category != "7":  # single characters: a '1' or '-' of 2 points is real ink
-        return mark
     ends = np.concatenate([[0], np.cumsum(c.stroke_lengths)])
     points = ends[c.segment_offsets + c.segment_strokes] - ends[c.segment_offsets]
     letters = np.array([len(str(lbl)) for lbl in c.labels])
-    short = (letters >= 2) & (points < MIN_POINTS_PER_LETTER * letters)
-    for w in np.unique(c.writers):
-        mine = c.writers == w
-        mark[mine] = short[mine].mean() > MISALIGNED_SHARE
-    return mark | short
+    short = (letters >= 2) & (points < MIN_POINTS_PER_LETTER * letters)  # single characters: a 2-point '1' is ink
+    _, writer = np.unique(c.writers, return_inverse=True)
+    shifted = np.bincount(writer, weights=short) / np.bincount(writer) > MISALIGNED_SHARE
+    mark = shifted[writer] | short
+    mark.flags.writeable = False
+    return mark
 
 
 @functools.lru_cache(maxsize=2)
