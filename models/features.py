@@ -106,6 +106,7 @@ class LogMelExtractor:
 
     Config = FeatureConfig
     medium = "audio"
+    self_timed = False
     suffixes = AUDIO_SUFFIXES
 
     def __init__(self, config: FeatureConfig, stack: int):

@@ -56,6 +56,7 @@ class Extractor(Protocol):
     frame_seconds: float  # input seconds per frame
     tail_steps: int  # model steps a stream's end adds after its input (the back end keeps times inside the input)
     medium: str  # what its input is called in reports ("audio", "ink")
+    self_timed: bool  # each input row carries its own time (pen points); False: rows come `rate` a second (samples)
     suffixes: frozenset[str]  # the file suffixes it reads (lower case, with the dot)
 
     def open(self, rate: int | None = None, channels: int | None = None) -> FrontEnd:

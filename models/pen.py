@@ -59,6 +59,7 @@ class PenExtractor:
     Config = PenConfig
     dim = len(FEATURES)
     medium = "ink"
+    self_timed = True
     suffixes = frozenset(INK_SUFFIXES)
 
     def __init__(self, config: PenConfig, stack: int):

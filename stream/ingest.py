@@ -1,4 +1,4 @@
-"""Where input enters: each stream's data is coalesced into chunks of >= 100 ms and, once per tick, the ready
+"""Where input enters: each stream's data is coalesced into chunks of >= 100 ms (pen points: any) and, once per tick, the ready
 chunks of ALL streams go to the pipeline as one message.
 
 At most `window` ticks are in flight, so a slow stage slows the producer (or, with overflow="drop",
@@ -52,8 +52,12 @@ class IngestOptions:
     overflow: str = "block"  # past the window: "block" the producer, or "drop" input past max_buffer (counted)
     admit_latency: float | None = None  # the overload policy's budget: see Ingest
 
-    def ingest(self, pipeline: Pipeline) -> Ingest:
-        return Ingest(pipeline, self.min_chunk, window=self.window, overflow=self.overflow, admit_latency=self.admit_latency)
+    def ingest(self, pipeline: Pipeline, self_timed: bool = False) -> Ingest:
+        """`self_timed`: the input's rows carry their own times (pen points), so nothing is held back for `min_chunk`:
+        ten points may be 10 ms of ink or the last 3 s of a lifted pen, whose line then never ends (the pen-up points
+        that would let its time pass are the ones held)."""
+        min_chunk = 0.0 if self_timed else self.min_chunk
+        return Ingest(pipeline, min_chunk, window=self.window, overflow=self.overflow, admit_latency=self.admit_latency)
 
 
 @dataclass
@@ -140,7 +144,7 @@ class _Tick:
 
 
 class Ingest:
-    """Buffers each stream's input; a tick sends every stream's ready chunk (>= min_chunk s) as one message.
+    """Buffers each stream's input; a tick sends every stream's ready chunk (>= min_chunk s; 0: any) as one message.
 
     At most `window` ticks are in flight. Past that, `submit(block=True)` waits for the oldest (the
     producer slows down to the pipeline's pace); with overflow="drop" the producer never waits and a
@@ -427,7 +431,7 @@ class Ingest:
             return False
         if s.finishing:
             return True
-        return s.buffered >= math.ceil(self.min_chunk * s.rate)
+        return s.buffered > 0 and s.buffered >= math.ceil(self.min_chunk * s.rate)
 
     def _chunk(self, s: _Stream, marks: list) -> Chunk:
         take = min(s.buffered, int(self.max_chunk * s.rate))

@@ -30,8 +30,9 @@ class SharedRecognizer:
         on_close: Callable[[], None] = lambda: None,
     ):
         """Sessions of `pipeline` through an Ingest made as `ingest` says; `on_close` after the pipeline is closed."""
-        self.pipeline, self.ingest, self._on_close = pipeline, ingest.ingest(pipeline), on_close
         self.extractor = checkpoint.extractor()
+        self.pipeline, self.ingest = pipeline, ingest.ingest(pipeline, self_timed=self.extractor.self_timed)
+        self._on_close = on_close
         self.sample_rate = self.extractor.rate
         self.step_seconds = self.extractor.frame_seconds * checkpoint.model.cfg.stack
 

@@ -308,6 +308,27 @@ def test_a_long_pen_up_ends_the_line(tiny_pen, uci_ink):
             assert finals[1].start >= a[-1, 2] + gap - 0.1  # times are ink seconds from the first point
 
 
+def test_a_live_pen_stream_is_answered_for_every_point_it_sent(tiny_pen, uci_ink):
+    """A shared (live) session holds no points back: a point is not 1/rate s of input, and the last points of a
+    lifted pen (a pen-up point every 250 ms, as the page sends them) are what lets ink time pass and ends the line.
+    Fed a point a call, it gives after each call the events the one-slot Session gives, the final included."""
+    from stream.backend import EndpointConfig
+    from stream.session import Recognizer
+
+    recognizer = Recognizer.load(tiny_pen, device="cpu", endpoint=EndpointConfig(silence_after_speech=1.0))
+    points = uci_ink[0][0]
+    ups = [[*points[-1, :2], points[-1, 2] + 0.25 * k, 0.0] for k in range(1, 9)]  # 2 s of a lifted pen
+    ink = np.concatenate([points, np.array(ups)])
+    alone, shared = recognizer.session(), recognizer.shared().session()
+    finals = 0
+    for k in range(len(ink)):
+        want = alone.accept(ink[k : k + 1])
+        same_events(shared.accept(ink[k : k + 1]), want)
+        finals += sum(e.type == "final" for e in want)
+    assert finals == 1  # the pen-up ended the line; a session that held its last points back would read it only
+    assert shared.finish() == alone.finish() == []  # at its finish
+
+
 # ---------------------------------------------------------------------------------------------- batch of ink files
 
 

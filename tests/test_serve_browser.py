@@ -129,7 +129,11 @@ def test_page_reads_strokes_drawn_on_the_pad(served, handwriting, tmp_path):  # 
             texts = [e.text for e in driver.find_elements(By.CSS_SELECTOR, "#pen-finals li")]
             time.sleep(0.2)
         state = driver.find_element(By.ID, "pen-status").text
-        assert texts, f"nothing read on the page (status: {state}; partial: {driver.find_element(By.ID, 'pen-partial').text!r})"
+        sent = driver.execute_script("return window.penSent")
+        downs = [p["t"] for p in sent if p["pen"] == "down"]
+        ups = [round(p["t"] - downs[-1], 2) for p in sent if p["pen"] == "up" and downs and p["t"] >= downs[-1]]
+        assert texts, (f"nothing read on the page (status: {state}; partial: {driver.find_element(By.ID, 'pen-partial').text!r}; "
+                       f"{len(sent)} points sent, pen-up points after the last down at +{ups} s)")
         time.sleep(3.5)  # the page's pen-up points stop 3 s after the lift: everything it sent is answered
         texts = [e.text for e in driver.find_elements(By.CSS_SELECTOR, "#pen-finals li")]
         sent = driver.execute_script("return window.penSent")
