@@ -1,5 +1,5 @@
-"""Where input enters: each stream's data is coalesced into chunks of >= 100 ms (pen points: any) and, once per tick, the ready
-chunks of ALL streams go to the pipeline as one message.
+"""Where input enters: each stream's data is coalesced into chunks of >= 100 ms (pen points: any number) and, once
+per tick, the ready chunks of ALL streams go to the pipeline as one message.
 
 At most `window` ticks are in flight, so a slow stage slows the producer (or, with overflow="drop",
 input past a bound is dropped and counted, never silently). Results come back per tick, in order, and
