@@ -94,6 +94,10 @@ class GreedyDecoder:
         self._closed: list[Word] = []  # the words of _emissions[:_open]
         self._open = 0
 
+    def view(self, log_probs: torch.Tensor) -> torch.Tensor:
+        """What this decoder reads of `log_probs` (a charset's restriction reads less)."""
+        return log_probs
+
     def accept(self, log_probs: torch.Tensor, first_step: int) -> None:
         best, ids = log_probs.max(-1)
         for i, (k, lp) in enumerate(zip(ids.tolist(), best.tolist())):
@@ -150,6 +154,9 @@ class BeamDecoder:
             self._vocabulary = _lexicon_words(options.lexicon)
         else:  # the word list the lexicon file was written from: no file read per stream
             self._vocabulary = set(options.words) if options.words else None
+
+    def view(self, log_probs: torch.Tensor) -> torch.Tensor:
+        return log_probs
 
     def accept(self, log_probs: torch.Tensor, first_step: int) -> None:
         if not self._started:
@@ -252,12 +259,17 @@ class RestrictedDecoder:
         if not self.allowed.any():
             raise ValueError(f"the model has no character of charset {charset!r}")
 
-    def accept(self, log_probs: torch.Tensor, first_step: int) -> None:
+    def view(self, log_probs: torch.Tensor) -> torch.Tensor:
+        """The restricted log-probabilities: the ones the decoder is fed, and the ones the endpoint's silence is
+        read from (a step the charset gives to '1' is not silence because the model preferred blank to 'l' alone)."""
         allowed, characters = self.allowed.to(log_probs.device), self.characters.to(log_probs.device)
         pooled = torch.logsumexp(log_probs[:, allowed], -1)
         share = torch.where(pooled.isfinite(), torch.logsumexp(log_probs[:, characters], -1) - pooled, 0.0)
         restricted = torch.where(characters, torch.where(allowed, log_probs + share[:, None], -1e4), log_probs)
-        self.decoder.accept(restricted.clamp(min=-1e4), first_step)
+        return restricted.clamp(min=-1e4)
+
+    def accept(self, log_probs: torch.Tensor, first_step: int) -> None:
+        self.decoder.accept(self.view(log_probs), first_step)
 
     def partial(self) -> Hypothesis:
         return self.decoder.partial()

@@ -77,7 +77,8 @@ class BackEnd:
         """log_probs [steps, n_tokens] of this stream, in order."""
         events: list[Event] = []
         begin = 0
-        silent = (log_probs.argmax(-1) <= self.tokenizer.boundary).tolist()  # blank or word boundary
+        # blank or word boundary, in what the decoder reads (with a charset, its restriction)
+        silent = (self.decoder.view(log_probs).argmax(-1) <= self.tokenizer.boundary).tolist()
         for t, is_silent in enumerate(silent):
             self._silence = self._silence + 1 if is_silent else 0
             self._speech = self._speech or not is_silent

@@ -256,6 +256,27 @@ def test_a_charset_restricts_which_character_not_whether_one_was_written():
     assert np.mean([r == h for r, h in zip(refs, hyps)]) > 0.93
 
 
+def test_the_endpoint_reads_silence_where_the_charset_decoder_does():
+    """A stroke the model spreads over look-alikes ('l' 0.3, 'I' 0.3, blank 0.4: blank is the argmax) is a '1' under
+    `digits`; the endpoint counts it as writing too, so the line ends 1.2 s after it (the rule after speech), not at
+    2.4 s of what the unrestricted argmax called silence."""
+    from models.tokens import BLANK, Tokenizer
+    from stream.backend import BackEnd, EndpointConfig
+
+    tk = Tokenizer([BLANK, "|", "1", "l", "I", "a"])
+    step, stroke = 0.04, 5
+    probs = torch.full((stroke + 100, len(tk.tokens)), 1e-6)
+    probs[:, tk.blank] = 1.0
+    probs[:stroke, [tk.blank, 3, 4]] = torch.tensor([0.4, 0.3, 0.3])
+    lp = (probs / probs.sum(-1, keepdim=True)).log()
+    for charset, text, at in (("digits", "1", stroke + 30), (None, "", 60)):  # 1.2 s / 2.4 s of 0.04 s steps
+        back = BackEnd(tk, step, DecodeOptions(charset=charset), EndpointConfig())
+        finals = [(k, e) for k in range(len(lp)) for e in back.accept(lp[k : k + 1]) if e.type == "final"]
+        assert [(k + 1, e.text) for k, e in finals] == ([(at, text)] if text else []), charset
+        if not text:  # nothing read: the first rule's 2.4 s passed with no final to give
+            assert back._utterance_start == at
+
+
 def test_transcribe_ink_files_and_a_bad_one_fails_alone(tiny_pen, uci_ink, tmp_path):
     good = [write_inkml(tmp_path / f"g{i}.inkml", p, truth=t) for i, (p, t) in enumerate(uci_ink[:2])]
     bad = tmp_path / "bad.inkml"
