@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import itertools
+import math
+
 import pytest
 import torch
 from conftest import REPO
@@ -207,3 +210,65 @@ def test_first_label_steps_leave_only_blank_in_an_items_first_steps():
         ctc_loss(model, batch, torch.device("cpu"), None, False, bar).backward()
         g = logits[0].grad[:, :3]
         assert bool((g[..., 0] < 0).all() and (g[..., 1:] > 0).all()) == barred
+
+
+def test_delay_penalty_moves_the_alignment_earlier():
+    # The CTC gradient on the logits is softmax minus the alignment's posterior: with the delay penalty the posterior
+    # weight of the labels sits at earlier steps, in every item.
+    from models.model import AcousticModel, ModelConfig
+    from tools.data import Batch
+    from tools.train import ctc_loss
+
+    torch.manual_seed(0)
+    model = AcousticModel(ModelConfig(n_mels=5, stack=2, hidden=16, layers=1, n_tokens=6))
+    logits = []
+
+    def keep(_module, _inputs, out):
+        out.retain_grad()
+        logits.append(out)
+
+    model.output.register_forward_hook(keep)
+    batch = Batch(torch.randn(2, 40, 5), torch.tensor([40, 32]), torch.tensor([2, 3, 4, 5, 2]), torch.tensor([3, 2]), ["", ""])
+    mean_step = []
+    for penalty in (0.0, 0.3):
+        logits.clear()
+        ctc_loss(model, batch, torch.device("cpu"), None, False, delay_penalty=penalty).backward()
+        out = logits[0]
+        scale = (batch.target_lengths * len(batch.target_lengths)).float()[:, None, None]  # (a mean per label and item)
+        posterior = (out.softmax(-1) - out.grad * scale).detach()
+        labels = posterior[..., 1:].sum(-1)
+        mean_step.append((labels * torch.arange(out.shape[1])).sum(1) / labels.sum(1))
+    assert (mean_step[1] < mean_step[0] - 0.5).all(), mean_step
+
+
+def test_unnormalized_ctc_has_the_exact_gradient():
+    # Scores that do not sum to one a step (the delay penalty's): the value is -log of the text's summed path scores
+    # (every path enumerated), the gradient matches finite differences; torch's ctc_loss alone gets it wrong.
+    from tools.train import unnormalized_ctc
+
+    torch.manual_seed(0)
+    x = (torch.randn(2, 7, 4).log_softmax(-1) + 0.5 * torch.randn(2, 7, 4)).double().requires_grad_()
+    targets, steps, lengths = torch.tensor([1, 2, 3, 1]), torch.tensor([7, 5]), torch.tensor([2, 2])
+    loss = unnormalized_ctc(x, targets, steps, lengths)
+    loss.backward()
+
+    def paths(item: int, text: list[int]) -> float:
+        total = 0.0
+        for path in itertools.product(range(4), repeat=int(steps[item])):
+            collapsed = [k for j, k in enumerate(path) if k and (j == 0 or path[j - 1] != k)]
+            if collapsed == text:
+                total += math.exp(sum(x[item, t, k].item() for t, k in enumerate(path)))
+        return -math.log(total)
+
+    assert math.isclose(loss.item(), (paths(0, [1, 2]) / 2 + paths(1, [3, 1]) / 2) / 2, rel_tol=1e-9)
+    numeric = torch.zeros_like(x)
+    for idx in itertools.product(range(2), range(7), range(4)):
+        d = torch.zeros_like(x)
+        d[idx] = 1e-6
+        numeric[idx] = (unnormalized_ctc(x.detach() + d, targets, steps, lengths)
+                        - unnormalized_ctc(x.detach() - d, targets, steps, lengths)) / 2e-6
+    assert torch.allclose(x.grad, numeric, atol=1e-6)
+    assert x.grad[1, 5:].abs().max() == 0  # past an item's steps
+    naive = x.detach().clone().requires_grad_()
+    torch.nn.functional.ctc_loss(naive.transpose(0, 1), targets, steps, lengths).backward()
+    assert not torch.allclose(naive.grad, numeric, atol=1e-3)

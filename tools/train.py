@@ -56,6 +56,9 @@ class TrainConfig:
     # (the label prior): the 8,000-step handwriting model put 99.1% of its first letters at step 0 (6,469 held-out
     # words), 89% of them wrong. With a k it cannot know, the first label pays only once its ink has been read.
     first_label_steps: tuple[int, int] = (0, 0)
+    # Delay-penalised CTC (after Yao et al., 2023): at step t of an item of T steps the labels' logits get this much
+    # times ((T - 1) / 2 - t) against blank's, so of two alignments of the same text the sooner one weighs more; 0: off.
+    delay_penalty: float = 0.0
 
 
 @dataclass(frozen=True)
@@ -107,7 +110,7 @@ def feature_stats(stream: BatchStream, batches: int) -> tuple[torch.Tensor, torc
 
 
 def ctc_loss(model: AcousticModel, batch: Batch, device: torch.device, augment: AugmentConfig | None, amp: bool,
-             first_label_steps: tuple[int, int] = (0, 0)):
+             first_label_steps: tuple[int, int] = (0, 0), delay_penalty: float = 0.0):
     stack = model.cfg.stack
     frames = batch.features[:, : batch.features.shape[1] // stack * stack].to(device)
     if augment is not None:
@@ -118,6 +121,11 @@ def ctc_loss(model: AcousticModel, batch: Batch, device: torch.device, augment: 
         # No packing: in a unidirectional LSTM the padding after a sequence cannot reach its outputs.
         log_probs, _ = model(frames, None)
     log_probs = log_probs.float()
+    if delay_penalty > 0:
+        t = torch.arange(log_probs.shape[1], device=device)[None, :]
+        bonus = delay_penalty * ((steps.to(device)[:, None] - 1) / 2 - t)
+        label = torch.arange(log_probs.shape[2], device=device) > 0
+        log_probs = log_probs + bonus[:, :, None] * label[None, None, :]
     if first_label_steps[1] > 0:  # labels barred from each item's first k steps: only blank-led paths count
         k = torch.randint(first_label_steps[0], first_label_steps[1] + 1, (log_probs.shape[0], 1), device=device)
         early = torch.arange(log_probs.shape[1], device=device)[None, :] < torch.minimum(k, steps.to(device)[:, None] - 1)
@@ -125,9 +133,33 @@ def ctc_loss(model: AcousticModel, batch: Batch, device: torch.device, augment: 
         # -inf: an item the bar leaves no path is dropped by zero_infinity; a finite -1e4 charged it ~1e4 (a first
         # run with it had its smoothed loss jump to 24 a character)
         log_probs = log_probs.masked_fill(early[:, :, None] & label[None, None, :], -math.inf)
+    if delay_penalty > 0:
+        return unnormalized_ctc(log_probs, batch.targets, steps, batch.target_lengths)
+    # (torch's gradient at the barred steps is the exact one times 1 - p(blank): same sign, weaker; kept, as the
+    # bundled models were trained with it)
     return torch.nn.functional.ctc_loss(
         log_probs.transpose(0, 1), batch.targets, steps, batch.target_lengths, zero_infinity=True
     )
+
+
+def unnormalized_ctc(log_scores: torch.Tensor, targets: torch.Tensor, steps: torch.Tensor,
+                     target_lengths: torch.Tensor) -> torch.Tensor:
+    """CTC loss (mean over items of -log sum over the text's paths / its length; items no path reaches count 0) of
+    scores [items, steps, tokens] that need not sum to one a step, with its exact gradient. torch's ctc_loss returns
+    exp(input) - posterior as the gradient, right only for log-probabilities (finite differences: -0.54 where -0.68
+    is right). So the scores go in shifted by their log-sum a step (which moves no path's posterior) and the
+    exp(input) part is taken back."""
+    shift = log_scores.logsumexp(-1, keepdim=True).detach()
+    y = log_scores - shift
+    nll = torch.nn.functional.ctc_loss(y.transpose(0, 1), targets, steps, target_lengths, reduction="none",
+                                       zero_infinity=True)
+    inside = torch.arange(y.shape[1], device=y.device)[None, :] < steps.to(y.device)[:, None]
+    reached = nll.isfinite() & (nll != 0)
+    weight = torch.where(inside[:, :, None] & y.isfinite(), y.exp().detach(), 0.0)
+    taken = (weight * torch.where(y.isfinite(), y, 0.0)).sum((1, 2))
+    value_shift = (shift.squeeze(-1) * inside).sum(1)  # -log sum over paths of the scores = nll of y - this
+    per_item = torch.where(reached, nll - (taken - taken.detach()) - value_shift, 0.0)
+    return (per_item / target_lengths.clamp_min(1).to(per_item)).mean()
 
 
 def _configs(cfg: dict) -> tuple[FeatureConfig, Tokenizer, ModelConfig]:
@@ -254,7 +286,7 @@ def train(
     for batch in batches:
         if step >= steps_total or step == stop_at or time.time() - t0 > max_seconds:
             break
-        loss = ctc_loss(model, batch, device, augment, amp, tcfg.first_label_steps)
+        loss = ctc_loss(model, batch, device, augment, amp, tcfg.first_label_steps, tcfg.delay_penalty)
         opt.zero_grad(set_to_none=True)
         loss.backward()
         torch.nn.utils.clip_grad_norm_(model.parameters(), tcfg.clip)
