@@ -5,7 +5,7 @@ category with their charset, the held-out UCI letters, two-word lines, and the l
     python -m tools.eval_ink --model models/bundled/handwriting.pt --out runs/handwriting/eval.json
 
 Frames come from the model's own front end (one stream per sample, the whole ink at once: streaming gives the same
-frames, tests/test_handwriting.py) and are decoded by models.decoding's decoders (with `charset` masking), many
+frames, tests/test_handwriting.py) and are decoded by models.decoding's decoders (a `charset` restricting which character), many
 samples to a model call. Invariant: only held-out writers (tools.unipen's seeded split) are read.
 """
 
