@@ -187,12 +187,9 @@ def test_fsdd_jason_clips_are_cut_to_their_word():
         assert np.sqrt(np.mean(kept**2)) > 2 * floor
 
 
-def test_first_label_steps_leave_only_blank_in_an_items_first_steps():
-    # Barred from the first 3 steps, a label there gets no CTC posterior: the loss pushes every label's logit down
-    # and blank's up at those steps, in every item; unbarred, step 0 holds the first label on some paths.
+def _tiny_model_keeping_logits():
+    """A small untrained model whose output logits (with their gradients) are kept in the list returned with it."""
     from models.model import AcousticModel, ModelConfig
-    from tools.data import Batch
-    from tools.train import ctc_loss
 
     torch.manual_seed(0)
     model = AcousticModel(ModelConfig(n_mels=5, stack=2, hidden=16, layers=1, n_tokens=6))
@@ -203,6 +200,16 @@ def test_first_label_steps_leave_only_blank_in_an_items_first_steps():
         logits.append(out)
 
     model.output.register_forward_hook(keep)
+    return model, logits
+
+
+def test_first_label_steps_leave_only_blank_in_an_items_first_steps():
+    # Barred from the first 3 steps, a label there gets no CTC posterior: the loss pushes every label's logit down
+    # and blank's up at those steps, in every item; unbarred, step 0 holds the first label on some paths.
+    from tools.data import Batch
+    from tools.train import ctc_loss
+
+    model, logits = _tiny_model_keeping_logits()
     targets = torch.tensor([2, 3, 4, 5, 2, 3])
     batch = Batch(torch.randn(2, 24, 5), torch.tensor([24, 20]), targets, torch.tensor([4, 2]), ["", ""])
     for bar, barred in (((3, 3), True), ((0, 0), False)):
@@ -215,19 +222,10 @@ def test_first_label_steps_leave_only_blank_in_an_items_first_steps():
 def test_delay_penalty_moves_the_alignment_earlier():
     # The CTC gradient on the logits is softmax minus the alignment's posterior: with the delay penalty the posterior
     # weight of the labels sits at earlier steps, in every item.
-    from models.model import AcousticModel, ModelConfig
     from tools.data import Batch
     from tools.train import ctc_loss
 
-    torch.manual_seed(0)
-    model = AcousticModel(ModelConfig(n_mels=5, stack=2, hidden=16, layers=1, n_tokens=6))
-    logits = []
-
-    def keep(_module, _inputs, out):
-        out.retain_grad()
-        logits.append(out)
-
-    model.output.register_forward_hook(keep)
+    model, logits = _tiny_model_keeping_logits()
     batch = Batch(torch.randn(2, 40, 5), torch.tensor([40, 32]), torch.tensor([2, 3, 4, 5, 2]), torch.tensor([3, 2]), ["", ""])
     mean_step = []
     for penalty in (0.0, 0.3):
