@@ -56,8 +56,9 @@ class TrainConfig:
     # (the label prior): the 8,000-step handwriting model put 99.1% of its first letters at step 0 (6,469 held-out
     # words), 89% of them wrong. With a k it cannot know, the first label pays only once its ink has been read.
     first_label_steps: tuple[int, int] = (0, 0)
-    # Delay-penalised CTC (after Yao et al., 2023): at step t of an item of T steps the labels' logits get this much
-    # times ((T - 1) / 2 - t) against blank's, so of two alignments of the same text the sooner one weighs more; 0: off.
+    # Delay-penalised CTC (after Yao et al., 2023): at step t of an item of T steps every label's log-probability gets
+    # this much times ((T - 1) / 2 - t) added (not renormalised: the model is pushed to the penalised posterior, so
+    # of two alignments of the same text it learns the sooner); 0: off.
     delay_penalty: float = 0.0
 
 
