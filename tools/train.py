@@ -122,15 +122,14 @@ def ctc_loss(model: AcousticModel, batch: Batch, device: torch.device, augment: 
         # No packing: in a unidirectional LSTM the padding after a sequence cannot reach its outputs.
         log_probs, _ = model(frames, None)
     log_probs = log_probs.float()
+    t = torch.arange(log_probs.shape[1], device=device)[None, :]
+    label = torch.arange(log_probs.shape[2], device=device) > 0
     if delay_penalty > 0:
-        t = torch.arange(log_probs.shape[1], device=device)[None, :]
         bonus = delay_penalty * ((steps.to(device)[:, None] - 1) / 2 - t)
-        label = torch.arange(log_probs.shape[2], device=device) > 0
         log_probs = log_probs + bonus[:, :, None] * label[None, None, :]
     if first_label_steps[1] > 0:  # labels barred from each item's first k steps: only blank-led paths count
         k = torch.randint(first_label_steps[0], first_label_steps[1] + 1, (log_probs.shape[0], 1), device=device)
-        early = torch.arange(log_probs.shape[1], device=device)[None, :] < torch.minimum(k, steps.to(device)[:, None] - 1)
-        label = torch.arange(log_probs.shape[2], device=device) > 0
+        early = t < torch.minimum(k, steps.to(device)[:, None] - 1)
         # -inf: an item the bar leaves no path is dropped by zero_infinity; a finite -1e4 charged it ~1e4 (a first
         # run with it had its smoothed loss jump to 24 a character)
         log_probs = log_probs.masked_fill(early[:, :, None] & label[None, None, :], -math.inf)
@@ -155,9 +154,9 @@ def unnormalized_ctc(log_scores: torch.Tensor, targets: torch.Tensor, steps: tor
     nll = torch.nn.functional.ctc_loss(y.transpose(0, 1), targets, steps, target_lengths, reduction="none",
                                        zero_infinity=True)
     inside = torch.arange(y.shape[1], device=y.device)[None, :] < steps.to(y.device)[:, None]
-    reached = nll.isfinite() & (nll != 0)
-    weight = torch.where(inside[:, :, None] & y.isfinite(), y.exp().detach(), 0.0)
-    taken = (weight * torch.where(y.isfinite(), y, 0.0)).sum((1, 2))
+    reached = nll != 0  # zero_infinity's zero (a text of probability one would be too: never in training)
+    counted = inside[:, :, None] & y.isfinite()  # (a barred label's -inf would make 0 * -inf)
+    taken = (y.exp().detach() * y.masked_fill(~counted, 0.0)).sum((1, 2))
     value_shift = (shift.squeeze(-1) * inside).sum(1)  # -log sum over paths of the scores = nll of y - this
     per_item = torch.where(reached, nll - (taken - taken.detach()) - value_shift, 0.0)
     return (per_item / target_lengths.clamp_min(1).to(per_item)).mean()
