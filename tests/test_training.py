@@ -270,3 +270,8 @@ def test_unnormalized_ctc_has_the_exact_gradient():
     naive = x.detach().clone().requires_grad_()
     torch.nn.functional.ctc_loss(naive.transpose(0, 1), targets, steps, lengths).backward()
     assert not torch.allclose(naive.grad, numeric, atol=1e-3)
+    barred = x.detach().clone().requires_grad_()  # labels barred (-inf) as ctc_loss bars them: no NaN comes back
+    early = torch.zeros_like(x, dtype=torch.bool)
+    early[:, :2, 1:] = True
+    unnormalized_ctc(barred.masked_fill(early, -math.inf), targets, steps, lengths).backward()
+    assert barred.grad.isfinite().all() and (barred.grad[early] == 0).all()
