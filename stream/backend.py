@@ -77,19 +77,19 @@ class BackEnd:
         """log_probs [steps, n_tokens] of this stream, in order."""
         events: list[Event] = []
         begin = 0
-        # blank or word boundary, in what the decoder reads (with a charset, its restriction)
-        silent = (self.decoder.view(log_probs).argmax(-1) <= self.tokenizer.boundary).tolist()
+        viewed = self.decoder.view(log_probs)  # what the decoder reads (with a charset, its restriction), once
+        silent = (viewed.argmax(-1) <= self.tokenizer.boundary).tolist()  # blank or word boundary
         for t, is_silent in enumerate(silent):
             self._silence = self._silence + 1 if is_silent else 0
             self._speech = self._speech or not is_silent
             if self._endpoint_at(self.steps + t):
-                self.decoder.accept(log_probs[begin : t + 1], self.steps + begin)
+                self.decoder.accept_view(viewed[begin : t + 1], self.steps + begin)
                 events += self._final(next_start=self.steps + t + 1)
                 begin = t + 1
-        rest = log_probs[begin:] if begin else log_probs  # (a slice costs ~1 us, per stream per tick)
-        self.decoder.accept(rest, self.steps + begin)
+        self.decoder.accept_view(viewed[begin:] if begin else viewed, self.steps + begin)  # (a slice: ~1 us)
+        rest = log_probs[begin:] if begin else log_probs
         if rest.shape[0]:
-            self._heard.append(rest.clone())  # (a view would keep the whole tick's buffer alive)
+            self._heard.append(rest.clone())  # for a snapshot's replay (a view would keep the tick's buffer alive)
         self.steps += log_probs.shape[0]
         partial = self.decoder.partial()
         if partial.text != self._last_partial:
