@@ -7,7 +7,12 @@ whole-file input give the same samples.
 
 from __future__ import annotations
 
+import os
+import stat
+import sys
+import threading
 from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import numpy as np
@@ -27,16 +32,23 @@ class AudioError(InputError):
 def audio_info(path: str | Path) -> tuple[int, int, float]:
     """(sample_rate, channels, duration_s) of an audio file, or AudioError with a one-line reason."""
     path = Path(path)
-    if not path.exists():
-        raise AudioError(f"{path}: no such file")
-    if path.is_dir():
+    try:
+        st = path.stat()
+    except FileNotFoundError:
+        raise AudioError(f"{path}: no such file") from None
+    except (OSError, ValueError) as e:  # no permission, a name too long, a NUL byte in it
+        raise AudioError(f"{path}: {getattr(e, 'strerror', None) or one_line(e)}") from None
+    if stat.S_ISDIR(st.st_mode):
         raise AudioError(f"{path}: is a directory")
-    if path.stat().st_size == 0:
+    if not stat.S_ISREG(st.st_mode):  # a pipe or a device: libsndfile opens a file twice (info, then the samples)
+        raise AudioError(f"{path}: not a regular file")
+    if st.st_size == 0:
         raise AudioError(f"{path}: empty file")
     try:
-        info = sf.info(str(path))
+        with quiet_stderr():
+            info = sf.info(os.fsencode(path))
     except Exception as e:  # libsndfile's messages are informative but multi-line
-        raise AudioError(f"{path}: not readable audio ({one_line(e)})") from None
+        raise AudioError(f"{path}: not readable audio ({_why(e)})") from None
     return info.samplerate, info.channels, info.duration
 
 
@@ -44,16 +56,64 @@ def read_blocks(path: str | Path, block_frames: int = 65536) -> Iterator[np.ndar
     """Yield float32 blocks of shape [n, channels]; errors become AudioError naming the file."""
     audio_info(path)
     try:
-        with sf.SoundFile(str(path)) as f:
+        with quiet_stderr():
+            f = sf.SoundFile(os.fsencode(path))
+        with f:
             while True:
-                block = f.read(block_frames, dtype="float32", always_2d=True)
+                with quiet_stderr():  # (not around the yield: the caller's own lines must reach stderr)
+                    block = f.read(block_frames, dtype="float32", always_2d=True)
                 if len(block) == 0:
                     return
                 yield block
     except AudioError:
         raise
     except Exception as e:
-        raise AudioError(f"{path}: truncated or corrupt audio ({one_line(e)})") from None
+        raise AudioError(f"{path}: truncated or corrupt audio ({_why(e)})") from None
+
+
+def _why(e: Exception) -> str:
+    """libsndfile's reason without soundfile's "Error opening b'PATH': " (the path leads the message already)."""
+    return one_line(e.error_string if isinstance(e, sf.LibsndfileError) else e)
+
+
+# libmpg123, inside libsndfile, prints its warnings about a corrupt MP3 ("error: dequantization failed!", "Note:
+# Trying to resync...") with fprintf straight to fd 2, beside the one-line AudioError that says the same; libsndfile
+# has no setting that reaches it (MPG123_QUIET is a flag of the decoder handle it keeps to itself). So fd 2 points
+# at /dev/null while libsndfile runs, and only then: a few microseconds a block. The redirect is process-wide, so
+# the threads reading at once share one (counted); another thread's write to stderr in that window is lost.
+_quiet_lock = threading.Lock()
+_quiet_users = 0
+_saved_stderr = -1
+
+
+@contextmanager
+def quiet_stderr() -> Iterator[None]:
+    """fd 2 goes to /dev/null inside (C libraries' prints); Python's own sys.stderr is flushed first."""
+    global _quiet_users, _saved_stderr
+    with _quiet_lock:
+        if _quiet_users == 0:
+            try:
+                sys.stderr.flush()
+            except (AttributeError, OSError, ValueError):  # no stderr, or a closed one: nothing of ours is lost
+                pass
+            try:
+                saved, null = os.dup(2), os.open(os.devnull, os.O_WRONLY)
+            except OSError:  # fd 2 closed (a daemon): nothing to quieten
+                saved = null = -1
+            if null >= 0:
+                os.dup2(null, 2)
+                os.close(null)
+            _saved_stderr = saved
+        _quiet_users += 1
+    try:
+        yield
+    finally:
+        with _quiet_lock:
+            _quiet_users -= 1
+            if _quiet_users == 0 and _saved_stderr >= 0:
+                os.dup2(_saved_stderr, 2)
+                os.close(_saved_stderr)
+                _saved_stderr = -1
 
 
 def to_float(samples: np.ndarray) -> np.ndarray:
