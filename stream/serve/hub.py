@@ -290,4 +290,7 @@ class Hub:
 
 def _deliver(out: dict[Stream, tuple[list[str], Close | None]]) -> None:
     for s, (answers, close) in out.items():
-        s.deliver(answers, close)
+        try:
+            s.deliver(answers, close)
+        except Exception as e:  # the last resort: one stream's trouble, one line, the others still delivered
+            log.warning("delivering answers failed: %s: %s", type(e).__name__, one_line(e))

@@ -8,7 +8,9 @@ audio ones (`{"partial"}`, `{"result", "text"}`, times in ink seconds). A Vosk c
 messages go to a pen model only (`serve --model handwriting`, or the path `/pen` beside a speech model).
 
 Bad pen input is a `ProtocolError`: binary data (audio sent to a pen model, 1003), a message that is not points
-(1007). NaN coordinates are the front end's to refuse (`models.pen`): the stream ends with its error, 1007.
+(1007), more than MAX_POINTS points in one message (1009, counted before the JSON is parsed; the bytes of a
+message are bounded by the server's `max_message`, 1 MiB, also 1009). NaN coordinates are the front end's to
+refuse (`models.pen`): the stream ends with its error, 1007.
 """
 
 from __future__ import annotations
@@ -18,27 +20,29 @@ import numpy as np
 from models.ink import point_row
 
 from . import protocol
-from .protocol import INVALID, UNSUPPORTED, Config, Message, ProtocolError, Rates
+from .protocol import INVALID, TOO_BIG, UNSUPPORTED, Config, Message, ProtocolError, Rates
 
 POINT_RATES = Rates(1, 100_000, required=False)  # points a second (UNIPEN's tablets: 60 to 9,600); default the model's
-MAX_POINTS = 100_000  # per message: 1,000 s of ink at 100 points a second
+MAX_POINTS = 10_000  # per message: 100 s of ink at 100 points a second (the page sends 50 ms a message)
 
 
 def parse_pen(message: str | bytes, config: Config, started: bool) -> Message:
     """One client message to a pen model -> a new Config, Eof, or points [n, 4]; raises ProtocolError."""
     if isinstance(message, bytes):
         raise ProtocolError("binary data sent to a pen model: send points as JSON text", UNSUPPORTED)
+    if message.count("{") > MAX_POINTS:  # each point is an object: refused before 10^5 of them are parsed
+        raise ProtocolError(f"more than {MAX_POINTS} points in one message", TOO_BIG)
     obj = protocol.decode(message)
     if isinstance(obj, dict) and ("config" in obj or obj.keys() == {"eof"}):
         return protocol.control(obj, config, started, POINT_RATES)
     rows = obj if isinstance(obj, list) else [obj]
-    if len(rows) > MAX_POINTS:
-        raise ProtocolError(f"{len(rows)} points in one message: at most {MAX_POINTS}", INVALID)
+    if len(rows) > MAX_POINTS:  # points were counted as objects above: this holds for a list of other things
+        raise ProtocolError(f"{len(rows)} points in one message: at most {MAX_POINTS}", TOO_BIG)
     points = []
     for n, p in enumerate(rows, 1):
         try:
             points.append(point_row(p))
-        except ValueError as e:
+        except (ValueError, OverflowError) as e:  # OverflowError: an integer past a float, 1e400 written out
             where = f"point {n} of the message" if isinstance(obj, list) else "the message"
             raise ProtocolError(f"{where} is not a point ({e}): send {{\"x\", \"y\", \"t\", \"pen\"}}", INVALID) from None
     return np.array(points, dtype=np.float64).reshape(-1, 4)

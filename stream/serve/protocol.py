@@ -6,11 +6,17 @@ Client -> server: an optional text `{"config": {"sample_rate": R, "words": true,
 `{"result": [{"word", "start", "end", "conf"}, ...], "text": "..."}` (`{"text": ...}` alone with words off), and
 at eof the last result, then the close. Anything else is a `ProtocolError` that names the close code: the only
 message a well-behaved Vosk client never sees is `{"error": "..."}`, sent just before such a close.
+
+Every text message is checked against its bounds at this edge, before it costs more than its own size: JSON
+nested deeper than MAX_DEPTH is refused before it is parsed (the parser would recurse once a level: 100,000
+levels overflowed the interpreter's stack), and a config's `phrase_list` holds at most MAX_PHRASES phrases of
+MAX_PHRASE_CHARS characters in all (600,000 words took 50 MB per connection).
 """
 
 from __future__ import annotations
 
 import json
+import re
 from dataclasses import dataclass
 
 import numpy as np
@@ -23,11 +29,19 @@ GOING_AWAY = 1001  # server shutting down, or the stream idle too long (its fina
 UNSUPPORTED = 1003  # text where audio was expected, audio after eof
 INVALID = 1007  # invalid JSON, odd byte count, a bad config
 POLICY = 1008  # wrong token, a client that reads nothing
-TOO_BIG = 1009  # a frame over max_size (closed by the websockets library itself)
+TOO_BIG = 1009  # a frame over max_size (closed by the websockets library itself), a text message over its bound
+INTERNAL = 1011  # the last resort: an error the server did not foresee (logged as one line)
 TRY_LATER = 1013  # server full
 
 # Rates outside this are a mistake, not a microphone (telephony is 8 kHz, studio 192 kHz; Vosk takes any float).
 MIN_RATE, MAX_RATE = 1000, 384_000
+
+MAX_TEXT = 1 << 18  # characters in a text message to a speech model (a config, an eof): 256 K, parsed in ~ms
+MAX_DEPTH = 16  # JSON nesting: a config is 3 deep, a list of points 2
+MAX_PHRASES = 1000  # a config's phrase_list: Vosk grammars are tens of phrases
+MAX_PHRASE_CHARS = 50_000  # characters in all: with str overheads ~0.2 MB a connection, not 50 MB
+_BRACKETS = re.compile(r"[\[\]{}]")
+_STRING = re.compile(r'"(?:[^"\\]|\\.)*"')  # a JSON string: its brackets do not nest
 
 
 @dataclass(frozen=True)
@@ -55,7 +69,9 @@ class Config:
     sample_rate: int
     words: bool = True
     max_alternatives: int = 0
-    phrase_list: tuple[str, ...] = ()  # accepted, not used: the decoding is the server's, shared by all streams
+    # accepted and bounded, not used: the decoding (its word list) is the server's, shared by every stream of one
+    # batched model call; a stream's own word list needs per-stream decoding options in the engine
+    phrase_list: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -72,6 +88,8 @@ def parse(message: str | bytes, config: Config, audio_started: bool) -> Message:
         if len(message) % 2:
             raise ProtocolError(f"odd number of bytes ({len(message)}): audio is 16-bit PCM", INVALID)
         return np.frombuffer(message, dtype="<i2")
+    if len(message) > MAX_TEXT:  # before parsing: 4 MB of phrase_list parsed was 50 MB of strings
+        raise ProtocolError(f"text message of {len(message)} characters: at most {MAX_TEXT}", TOO_BIG)
     obj = decode(message)
     if isinstance(obj, dict) and ("config" in obj or obj.keys() == {"eof"}):
         return control(obj, config, audio_started)
@@ -79,11 +97,28 @@ def parse(message: str | bytes, config: Config, audio_started: bool) -> Message:
 
 
 def decode(message: str) -> object:
-    """A text message's JSON; ProtocolError (1007) if it is not JSON."""
+    """A text message's JSON; ProtocolError (1007) if it is not JSON or nested deeper than MAX_DEPTH."""
+    if depth(message) > MAX_DEPTH:
+        raise ProtocolError(f"JSON nested deeper than {MAX_DEPTH} levels in a text message", INVALID)
     try:
         return json.loads(message)
-    except ValueError:
+    except (ValueError, RecursionError):  # RecursionError: a safety net, the depth is checked above
         raise ProtocolError("invalid JSON in a text message", INVALID) from None
+
+
+def depth(text: str) -> int:
+    """The deepest nesting of JSON arrays and objects in `text`, outside strings (an upper bound for text that is
+    not JSON); in C-speed passes: str.count, one regex, then a running sum over the brackets left."""
+    if text.count("[") + text.count("{") <= MAX_DEPTH:
+        return 0  # too few brackets to nest deeper: the common case costs two counts
+    level = top = 0
+    for c in _BRACKETS.findall(_STRING.sub("", text)):
+        level += 1 if c in "[{" else -1
+        if level > top:
+            top = level
+            if top > MAX_DEPTH:
+                break  # enough to refuse it: the rest of 100,000 levels is not read
+    return top
 
 
 def control(obj: dict, config: Config, started: bool, rates: Rates = AUDIO_RATES) -> Config | Eof:
@@ -113,6 +148,11 @@ def parse_config(c: object, current: Config, rates: Rates = AUDIO_RATES) -> Conf
     phrases = c.get("phrase_list", current.phrase_list)
     if not isinstance(phrases, (list, tuple)) or not all(isinstance(p, str) for p in phrases):
         raise ProtocolError("phrase_list must be a list of strings", INVALID)
+    if len(phrases) > MAX_PHRASES or sum(map(len, phrases)) > MAX_PHRASE_CHARS:
+        raise ProtocolError(
+            f"phrase_list too long ({len(phrases)} phrases, {sum(map(len, phrases))} characters): at most "
+            f"{MAX_PHRASES} phrases, {MAX_PHRASE_CHARS} characters in all", INVALID,
+        )
     return Config(int(rate), bool(words), 0, tuple(phrases))
 
 

@@ -8,6 +8,11 @@ backpressure per connection (`max_queue`). Invariants:
 - One connection's trouble is its own: bad input is answered `{"error"}` and a close code on that connection
   only; a client that reads nothing has a bounded queue of answers and is disconnected past it; audio past a
   connection's bound is dropped and counted, never silently.
+- A slow reader is a client whose unsent answers stay over `max_unread` for `slow_after` seconds (or pass
+  `max_unread_bytes` at all), not one that got many answers at once: a tick answers every message that arrived
+  during it in one batch (hundreds for a client sending 1 ms messages), which a reading client drains in ms.
+- Every handler has a last resort: an error nobody foresaw becomes the documented close (1007 for a message the
+  parser choked on, 1011 otherwise; HTTP 500) and one log line, never a traceback.
 - SIGTERM (or `shutdown`): stop accepting, end every open stream as at eof (its final result is sent), close
   them with 1001, return.
 - A second model, for pen input (`pen`), is served at the path `/pen` (stream.serve.pen): its connections are
@@ -18,40 +23,33 @@ backpressure per connection (`max_queue`). Invariants:
 from __future__ import annotations
 
 import asyncio
-import hmac
 import json
 import logging
 import signal
 import sys
 import time
 from dataclasses import dataclass
-from importlib import resources
-from urllib.parse import parse_qs, urlsplit
+from urllib.parse import urlsplit
 
 from websockets.asyncio.server import Server as WSServer
 from websockets.asyncio.server import ServerConnection, serve
-from websockets.datastructures import Headers
 from websockets.exceptions import ConnectionClosed
-from websockets.http11 import Request, Response
+
+from models.errors import one_line
 
 from ..shared import SharedRecognizer
 from . import protocol
+from .http import Site, token_ok
 from .hub import Close, Hub, Stream
-from .metrics import CONTENT_TYPE_LATEST, Metrics
+from .metrics import Metrics
 from .pen import parse_pen
 from .protocol import Config, Eof, ProtocolError
 
 log = logging.getLogger(__name__)
 
 SWITCH_INTERVAL = 0.0001
+READ_AHEAD = 16  # frames read ahead of the handler, then TCP backpressure on that client alone (websockets' default)
 
-STATIC = {  # path -> (file in stream/serve/static, content type)
-    "/": ("index.html", "text/html; charset=utf-8"),
-    "/index.html": ("index.html", "text/html; charset=utf-8"),
-    "/app.js": ("app.js", "text/javascript; charset=utf-8"),
-    "/pcm-worklet.js": ("pcm-worklet.js", "text/javascript; charset=utf-8"),
-    "/pen.js": ("pen.js", "text/javascript; charset=utf-8"),
-}
 PEN_PATH = "/pen"  # where a second, pen model is served beside a speech model
 
 
@@ -63,9 +61,13 @@ class ServeOptions:
     token: str | None = None
     idle_timeout: float | None = 30.0  # seconds without a message before the stream is ended (its final sent)
     sample_rate: int = 8000  # without a config message: the Vosk server's default (VOSK_SAMPLE_RATE)
-    max_message: int = 1 << 22  # bytes per frame: 131 s of 16 kHz PCM; a 100 MB frame is closed with 1009
+    # bytes per frame (websockets' default): 32 s of 16 kHz PCM, 10,000 pen points; past it 1009, unread.
+    # With READ_AHEAD frames it bounds a connection's read-ahead to 16 MiB.
+    max_message: int = 1 << 20
     max_queued: float = 10.0  # seconds of a connection's audio waiting for the hub past which it is dropped
-    max_unread: int = 200  # answers queued to a client that reads nothing (~20 s of 100 ms messages)
+    max_unread: int = 200  # answers unsent past which a client is a slow reader if it stays so...
+    slow_after: float = 5.0  # ...for this many seconds (a reading client drains a tick's batch in ms)
+    max_unread_bytes: int = 1 << 20  # unsent answer text past which it is cut at once: the outbox's memory bound
     tick: float = 0.04  # seconds between ticks at most once per: larger batches, ~tick/2 more latency
 
 
@@ -96,7 +98,7 @@ class Server:
         self.connections: set[Connection] = set()
         self.stopping = False
         self._ws: WSServer | None = None
-        self._static = {path: _static(name) for path, (name, _) in STATIC.items()}
+        self._site = Site(options.token, lambda: json.dumps(self.models()).encode(), self.metrics.text)
 
     @property
     def routes(self) -> list[Route]:
@@ -127,10 +129,8 @@ class Server:
             route.hub.start()
         self._ws = await serve(
             self._handle, self.options.host, self.options.port,
-            process_request=self._http, max_size=self.options.max_message,
-            ping_interval=20, ping_timeout=20, close_timeout=5,
-            # 32 frames (3 s of 100 ms messages) read ahead, then TCP backpressure on that client alone.
-            max_queue=32,
+            process_request=self._site, max_size=self.options.max_message,
+            ping_interval=20, ping_timeout=20, close_timeout=5, max_queue=READ_AHEAD,
             # No permessage-deflate: PCM barely compresses, and inflating it was the loop's largest cost (a
             # third of its CPU at 200 clients, py-spy). Clients that offer it fall back to plain frames.
             compression=None,
@@ -158,23 +158,19 @@ class Server:
         for route in self.routes:
             route.hub.stop()
 
-    # -- HTTP on the same port
-
-    def _http(self, connection: ServerConnection, request: Request) -> Response | None:
-        if request.headers.get("Upgrade", "").lower() == "websocket":
-            return None  # the WebSocket handshake (Vosk clients: any path)
-        path = urlsplit(request.path).path
-        if path == "/metrics":
-            return _response(connection, 200, self.metrics.text(), CONTENT_TYPE_LATEST)
-        if path == "/models":
-            return _response(connection, 200, json.dumps(self.models()).encode(), "application/json")
-        if path in self._static:
-            return _response(connection, 200, self._static[path], STATIC[path][1])
-        return _response(connection, 404, b"not found\n", "text/plain; charset=utf-8")
-
     # -- connections
 
     async def _handle(self, ws: ServerConnection) -> None:
+        try:
+            await self._connection(ws)
+        except Exception as e:  # the last resort: websockets would log a traceback and close 1011 itself
+            log.warning("connection %s: unexpected %s: %s", ws.id, type(e).__name__, one_line(e))
+            try:
+                await _close(ws, Close(protocol.INTERNAL, "internal error"))
+            except Exception:  # the socket is gone: nothing left to tell
+                pass
+
+    async def _connection(self, ws: ServerConnection) -> None:
         refusal = self._refusal(ws)
         if refusal is not None:
             reason, close = refusal
@@ -198,7 +194,7 @@ class Server:
     def _refusal(self, ws: ServerConnection) -> tuple[str, Close] | None:
         if self.stopping:
             return "shutting_down", Close(protocol.GOING_AWAY, "server shutting down")
-        if self.options.token is not None and not hmac.compare_digest(_token(ws.request), self.options.token):
+        if not token_ok(ws.request, self.options.token):
             return "token", Close(protocol.POLICY, "invalid token")
         if len(self.connections) >= self.options.max_clients:
             return "full", Close(protocol.TRY_LATER, f"server full ({self.options.max_clients} clients)")
@@ -217,6 +213,8 @@ class Connection:
         self.stream: Stream | None = None
         self.ended = False  # eof sent to the hub: nothing more is accepted
         self.outbox: asyncio.Queue = asyncio.Queue()
+        self.unsent = self.unsent_bytes = 0  # answers in the outbox (and in ws.send), and their characters
+        self.over_since: float | None = None  # when `unsent` went over max_unread, while it stays over
         self.slow = False
         self.closing: asyncio.Future | None = None  # the close of a client cut off for reading too slowly
 
@@ -249,13 +247,23 @@ class Connection:
             except ProtocolError as e:
                 self._fail(str(e), e.code)
                 return
+            except Exception as e:  # the last resort: this connection ends, documented, the server goes on
+                log.warning("connection %s: unexpected %s: %s", self.ws.id, type(e).__name__, one_line(e))
+                self._fail("internal error", protocol.INTERNAL)
+                return
 
     def _message(self, message: str | bytes, mark: float) -> None:
         if self.ended:
             if self.stream is not None and self.stream.closed:
                 return  # the stream is over (idle, shutdown): late input is moot
             raise ProtocolError("input after eof", protocol.UNSUPPORTED)
-        m = self.parse(message, self.config, self.stream is not None)
+        try:
+            m = self.parse(message, self.config, self.stream is not None)
+        except ProtocolError:
+            raise
+        except Exception as e:  # what the parser did not foresee is still this client's bad message: 1007
+            log.warning("connection %s: a message the parser did not foresee: %s: %s", self.ws.id, type(e).__name__, one_line(e))
+            raise ProtocolError(f"unreadable message ({type(e).__name__})", protocol.INVALID) from None
         if isinstance(m, Config):
             self.config = m  # answered with nothing, as by the Vosk server
             return
@@ -293,20 +301,38 @@ class Connection:
         """From the hub, on the loop: queue the answers; a client that reads nothing is cut off, not waited for."""
         if self.slow:
             return
-        if self.outbox.qsize() + len(answers) > self.options.max_unread:
-            self.slow = True
-            self.metrics.dropped_answers.inc(self.outbox.qsize() + len(answers))
-            self.metrics.disconnected.labels(reason="slow").inc()
-            if self.stream is not None and not self.ended:
-                self.hub.abort(self.stream)
-            self.ended = True
-            # held on the connection: a task nobody references may be collected before it runs
-            self.closing = asyncio.ensure_future(_close(self.ws, Close(protocol.POLICY, "client reads too slowly")))
-            return
         for a in answers:
             self.outbox.put_nowait(a)
+            self.unsent_bytes += len(a)
+        self.unsent += len(answers)
         if close is not None:
             self.outbox.put_nowait(close)
+        self._check_reader()
+
+    def _check_reader(self) -> None:
+        """The slow-reader rule: unsent answers over max_unread for slow_after seconds, or over max_unread_bytes."""
+        if self.slow:
+            return
+        o, now = self.options, time.monotonic()
+        if self.unsent <= o.max_unread and self.unsent_bytes <= o.max_unread_bytes:
+            self.over_since = None
+            return
+        if self.unsent_bytes <= o.max_unread_bytes:
+            if self.over_since is None:
+                self.over_since = now
+                asyncio.get_running_loop().call_later(o.slow_after, self._check_reader)
+            if now - self.over_since < o.slow_after:
+                return
+        self.slow = True
+        self.metrics.dropped_answers.inc(self.unsent)
+        self.metrics.disconnected.labels(reason="slow").inc()
+        if self.stream is not None and not self.ended:
+            self.hub.abort(self.stream)
+        self.ended = True
+        while not self.outbox.empty():  # what it will never read is freed now
+            self.outbox.get_nowait()
+        # held on the connection: a task nobody references may be collected before it runs
+        self.closing = asyncio.ensure_future(_close(self.ws, Close(protocol.POLICY, "client reads too slowly")))
 
     async def _send(self) -> None:
         while True:
@@ -320,33 +346,18 @@ class Connection:
                 await self.ws.send(item)
             except ConnectionClosed:
                 return
+            except Exception as e:  # the last resort: the connection is unusable, say so once
+                log.warning("connection %s: sending failed: %s: %s", self.ws.id, type(e).__name__, one_line(e))
+                return
+            self.unsent -= 1
+            self.unsent_bytes -= len(item)
+            if self.over_since is not None and self.unsent <= self.options.max_unread:
+                self.over_since = None  # it reads: the clock starts again the next time it falls behind
 
 
 async def _close(ws: ServerConnection, close: Close) -> None:
     # A close reason is at most 123 bytes (RFC 6455 5.5: control frames carry 125).
     await ws.close(close.code, close.reason.encode()[:123].decode(errors="ignore"))
-
-
-def _token(request: Request) -> str:
-    auth = request.headers.get("Authorization", "")
-    if auth.lower().startswith("bearer "):
-        return auth[7:].strip()
-    return parse_qs(urlsplit(request.path).query).get("token", [""])[0]
-
-
-def _static(name: str) -> bytes:
-    return resources.files("stream.serve").joinpath("static", name).read_bytes()
-
-
-def _response(connection: ServerConnection, status: int, body: bytes, content_type: str) -> Response:
-    response = connection.respond(status, "")
-    headers = Headers(
-        [(k, v) for k, v in response.headers.raw_items() if k.lower() not in ("content-type", "content-length")]
-    )
-    headers["Content-Type"] = content_type
-    headers["Content-Length"] = str(len(body))
-    headers["Cache-Control"] = "no-store"
-    return Response(response.status_code, response.reason_phrase, headers, body)
 
 
 async def run(recognizer: SharedRecognizer, options: ServeOptions, on_ready=None, pen: SharedRecognizer | None = None) -> None:

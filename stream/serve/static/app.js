@@ -84,6 +84,7 @@ $("mic").addEventListener("click", () => {
   else start().catch((e) => { status("error: " + e); cleanup(); });
 });
 status("idle");
-fetch("models").then((r) => r.json()).then((m) => { // a pen model alone: no microphone
+fetch("models" + location.search).then((r) => r.json()).then((m) => { // the token, if any, is in the query
+  // a pen model alone: no microphone
   if (!m.audio) { $("mic").disabled = true; status("no speech model on this server"); }
 }).catch(() => {});

@@ -123,7 +123,7 @@
   ink.lineWidth = 3;
   ink.lineCap = ink.lineJoin = "round";
   setInterval(tick, SEND_MS);
-  fetch("models").then((r) => r.json()).then((m) => {
+  fetch("models" + location.search).then((r) => r.json()).then((m) => { // the token, if any, is in the query
     path = m.pen;
     status(path ? "idle: write here" : "no pen model on this server (rnnstream serve --pen-model handwriting)");
   }).catch((e) => status("error: " + e));
