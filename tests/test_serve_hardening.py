@@ -35,7 +35,7 @@ from websockets.exceptions import ConnectionClosed  # noqa: E402
 
 from stream.serve import protocol  # noqa: E402
 from stream.serve.pen import MAX_POINTS, parse_pen  # noqa: E402
-from stream.serve.protocol import MAX_DEPTH, MAX_PHRASES, Config, Eof, ProtocolError  # noqa: E402
+from stream.serve.protocol import MAX_PHRASES, Config, Eof, ProtocolError  # noqa: E402
 from stream.transcribe import transcribe_file  # noqa: E402
 
 pytestmark = pytest.mark.serve
@@ -284,23 +284,28 @@ def test_http_get_and_head_only_and_the_token_on_metrics_and_models(running):
 # ---------------------------------------------------------------------------------------------
 # the parsers, fuzzed
 
-SCALARS = st.none() | st.booleans() | st.integers() | st.floats(allow_nan=True) | st.text(max_size=20)
+NUMBERS = st.integers() | st.integers(min_value=10**300) | st.floats(allow_nan=True)  # 10**300 written out: past a float
+SCALARS = st.none() | st.booleans() | NUMBERS | st.text(max_size=20)
 VALUES = st.recursive(SCALARS, lambda c: st.lists(c, max_size=5) | st.dictionaries(st.text(max_size=8), c, max_size=5),
                       max_leaves=30)
 KEYS = st.sampled_from(["sample_rate", "words", "max_alternatives", "phrase_list", "x", "y", "t", "pen", "eof"])
 CONFIGS = st.dictionaries(KEYS, VALUES | st.lists(st.text(max_size=10), max_size=5), max_size=5)
+POINTS = st.fixed_dictionaries({"x": NUMBERS, "y": NUMBERS}, optional={"t": NUMBERS | st.none(), "pen": st.text(max_size=5)})
 MESSAGES = st.one_of(
     st.text(max_size=200),
     VALUES.map(json.dumps),
     CONFIGS.map(lambda c: json.dumps({"config": c})),
     CONFIGS.map(json.dumps),  # a point, or something like one
     st.lists(CONFIGS, max_size=5).map(json.dumps),
-    st.integers(0, 3 * MAX_DEPTH).map(lambda n: "[" * n + "]" * n),
+    st.lists(POINTS, max_size=5).map(json.dumps),
+    st.integers(0, 2000).map(lambda n: json.dumps({"config": {"sample_rate": 8000, "phrase_list": ["a b"] * n}})),
+    st.integers(0, 5000).map(lambda n: "[" * n + "]" * n),  # the parser recursed once a level: 1,000 overflowed
+    st.integers(0, 5000).map(lambda n: '{"config": ' + '{"a": ' * n + "1" + "}" * n + "}"),
     st.binary(max_size=64),
 )
 
 
-@settings(max_examples=400, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@settings(max_examples=200, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(MESSAGES, st.booleans())
 def test_parsers_take_any_message_or_say_why(message, started):
     for parse, config in ((protocol.parse, Config(8000)), (parse_pen, Config(100))):
