@@ -80,7 +80,10 @@ class FsddConnectedSource:
         return connected_utterance(self.clips, rng, rate, self.min_digits, self.max_digits)
 
 
-def make_source(spec: dict) -> ManifestSource | FsddConnectedSource:
+def make_source(spec: dict):
+    """A source of (audio, text) by the spec's `type`; the corpora users bring are in tools/corpora.py."""
+    from .corpora import SOURCES
+
     spec = dict(spec)
     kind = spec.pop("type")
     spec.pop("weight", None)
@@ -88,7 +91,9 @@ def make_source(spec: dict) -> ManifestSource | FsddConnectedSource:
         return ManifestSource(**spec)
     if kind == "fsdd_connected":
         return FsddConnectedSource(**spec)
-    raise ValueError(f"unknown data source type {kind!r}")
+    if kind in SOURCES:  # speech_commands, librispeech, common_voice, audiomnist, nemo
+        return SOURCES[kind](**spec)
+    raise ValueError(f"unknown data source type {kind!r} (known: manifest, fsdd_connected, {', '.join(SOURCES)})")
 
 
 @dataclass
