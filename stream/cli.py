@@ -10,58 +10,16 @@ import os
 import sys
 from pathlib import Path
 
-from models.checkpoint import DEFAULT_MODEL, CheckpointError
-from models.decoding import CHARSETS
+from models.checkpoint import CheckpointError
+from models.errors import one_line
 
-from .batch.sinks import BATCH_FORMATS
+from .batch.sinks import BATCH_FORMATS, OutputError, output_directory, write_file
+from .cli_options import add_model_args, add_number, positive_int  # noqa: F401  (positive_int: the tools' import)
 from .errors import report
 from .formats import FORMATS
 
 # 500 clients on 2 cores: 2 children p95 279 ms, 1 child 4.7 s (BENCHMARKS.md, issue 16); a child costs ~125 MB (PSS).
 SERVE_PROCESSES = min(os.cpu_count() or 1, 4)
-
-# ---------------------------------------------------------------------------------------------
-# option types: a bad value is an argparse error naming the option
-
-
-def _number(kind: type, low: float, inclusive: bool):
-    def parse(text: str):
-        try:
-            value = kind(text)
-        except ValueError:
-            raise argparse.ArgumentTypeError(f"not a number: {text!r}") from None
-        if value < low or (value == low and not inclusive):
-            raise argparse.ArgumentTypeError(f"must be {'at least' if inclusive else 'more than'} {low:g}, not {text}")
-        return value
-
-    return parse
-
-
-def existing_file(text: str) -> str:
-    if not Path(text).is_file():
-        raise argparse.ArgumentTypeError(f"no such file: {text}")
-    return text
-
-
-def lexicon_file(text: str) -> str:
-    return text if text == "none" else existing_file(text)
-
-
-non_negative_int = _number(int, 0, inclusive=True)
-positive_int = _number(int, 1, inclusive=True)
-positive_float = _number(float, 0.0, inclusive=False)
-
-
-def add_model_args(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--model", default=DEFAULT_MODEL, help=f"bundled model name or checkpoint path (default: {DEFAULT_MODEL})")
-    p.add_argument("--beam", type=non_negative_int,
-                   help="beam width; 0 = greedy (default: what the model recommends; 16 with --lexicon/--lm)")
-    p.add_argument("--lexicon", type=lexicon_file,
-                   help="lexicon file for beam search (words the output may contain); 'none': no lexicon")
-    p.add_argument("--lm", type=existing_file, help="KenLM language model for beam search")
-    p.add_argument("--compute-device", default=None, help="torch device for the model (default: cuda if present)")
-    p.add_argument("--charset", choices=list(CHARSETS),
-                   help="the only characters the output may hold (fields of digits or letters; default: all)")
 
 
 def checkpoint_and_options(args: argparse.Namespace, device: str | None = "cpu"):
@@ -92,6 +50,8 @@ def cmd_transcribe(args: argparse.Namespace) -> int:
     from .formats import render
     from .transcribe import transcribe_file
 
+    to_files = args.output_dir and args.format != "text"
+    out_dir = output_directory(args.output_dir) if to_files else None  # before the model: a bad place fails fast
     recognizer = load_recognizer(args)
     failed = 0
     for path in args.paths:
@@ -102,15 +62,20 @@ def cmd_transcribe(args: argparse.Namespace) -> int:
             failed += 1
             continue
         out = render(transcript, args.format, with_path=len(args.paths) > 1)
-        if args.output_dir and args.format != "text":
-            target = Path(args.output_dir) / (Path(path).stem + "." + args.format)
-            target.parent.mkdir(parents=True, exist_ok=True)
-            target.write_text(out + "\n")
+        if out_dir is not None:
+            write_file(out_dir / (Path(path).stem + "." + args.format), out + "\n")
         else:
-            print(out, flush=True)
+            _print(out)
     if failed:
         print(f"rnnstream: {failed} of {len(args.paths)} files failed", file=sys.stderr)
     return 1 if failed else 0
+
+
+def _print(text: str) -> None:
+    try:
+        print(text, flush=True)
+    except OSError as e:  # `> /dev/full`, a full disk; a reader gone (`| head -1`) is main's: a quiet stop
+        raise e if isinstance(e, BrokenPipeError) else OutputError(f"<stdout>: cannot write ({e.strerror})") from None
 
 
 def _listen_recognizer(args: argparse.Namespace):
@@ -154,10 +119,7 @@ def cmd_listen(args: argparse.Namespace) -> int:
         display.close()
         report(e)
         return 1
-    except BrokenPipeError:  # the reader went away (`listen | head -3`): stop quietly, as a filter does
-        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
-        return 0
-    finally:
+    finally:  # (a reader that went away, `listen | head -3`, is main's: a quiet stop)
         if recognizer is not None:  # the Ray pipeline (and Ray, if it started it)
             recognizer.close()
     lost = mic.stats.problems()
@@ -194,15 +156,17 @@ def cmd_devices(args: argparse.Namespace) -> int:
 
 def cmd_batch(args: argparse.Namespace) -> int:
     from .batch.driver import BatchOptions, run_batch
+    from .batch.sinks import open_sink
     from .pipeline import PipelineSpec
 
-    checkpoint, options = checkpoint_and_options(args)  # options: portable to any node
-    spec = PipelineSpec(device=args.compute_device, options=options, decoders=args.decoders)
-    opts = BatchOptions(
-        fmt=args.format, address=args.address, workers=args.workers, streams=args.streams,
-        chunk_seconds=args.chunk_seconds, in_process=args.in_process, progress=not args.no_progress,
-    )
-    summary = run_batch(args.inputs, args.output, args.model, opts, spec, checkpoint=checkpoint)
+    with open_sink(args.output, args.format) as sink:  # before the model: a place that cannot be written fails fast
+        checkpoint, options = checkpoint_and_options(args)  # options: portable to any node
+        spec = PipelineSpec(device=args.compute_device, options=options, decoders=args.decoders)
+        opts = BatchOptions(
+            fmt=args.format, address=args.address, workers=args.workers, streams=args.streams,
+            chunk_seconds=args.chunk_seconds, in_process=args.in_process, progress=not args.no_progress,
+        )
+        summary = run_batch(args.inputs, sink, args.model, opts, spec, checkpoint=checkpoint)
     print(
         f"rnnstream: {summary.transcribed} transcribed, {summary.skipped} already done, {summary.failed} failed; "
         f"{summary.audio_seconds / 3600:.3f} h of {summary.medium} in {summary.wall_seconds:.1f} s ({summary.rtfx:.0f}x real time)",
@@ -316,7 +280,7 @@ def _add_transcribe(sub) -> None:
     p.add_argument("paths", nargs="+", metavar="PATH")
     add_model_args(p)
     p.add_argument("--format", choices=FORMATS, default="text")
-    p.add_argument("--chunk-ms", type=non_negative_int, default=160, help="feed the file in chunks of this length; 0 = whole file")
+    add_number(p, "--chunk-ms", int, 0, 60_000, "feed the file in chunks of this length; 0 = whole file", default=160)
     p.add_argument("--output-dir", help="write one srt/vtt/jsonl file per input here instead of stdout")
     p.set_defaults(func=cmd_transcribe)
 
@@ -329,7 +293,7 @@ def _add_listen(sub) -> None:
         "--format", choices=("text", "jsonl"), default=None,
         help="text: live captions; jsonl: one event per line (default: text on a terminal, else jsonl)",
     )
-    p.add_argument("--max-seconds", type=positive_float, default=None, help="stop after this much audio")
+    add_number(p, "--max-seconds", float, 0.01, 1e7, "stop after this much audio")
     p.add_argument("--ray", action="store_true", help="recognize through the Ray pipeline")
     p.add_argument("--save-audio", metavar="WAV", help="also write the audio that was recognized to this file")
     p.set_defaults(func=cmd_listen)
@@ -345,36 +309,23 @@ def _add_batch(sub) -> None:
     p.add_argument("--output", "-o", required=True, help="a .jsonl file; for srt/vtt a directory (with index.jsonl)")
     p.add_argument("--format", choices=BATCH_FORMATS, default="jsonl")
     p.add_argument("--address", help="an existing Ray cluster (host:port); default: start Ray on this machine")
-    p.add_argument("--workers", type=positive_int, help="pipelines (model actors); default: one per node")
-    p.add_argument("--streams", type=positive_int, default=64, help="files in flight per worker (default 64)")
-    p.add_argument("--decoders", type=positive_int, default=2, help="decoder actors per worker (default 2)")
-    p.add_argument("--chunk-seconds", type=positive_float, default=8.0, help="seconds of audio per file per tick (default 8)")
+    add_number(p, "--workers", int, 1, 1024, "pipelines (model actors); default: one per node")
+    add_number(p, "--streams", int, 1, 4096, "files in flight per worker (default 64)", default=64)
+    add_number(p, "--decoders", int, 1, 64, "decoder actors per worker (default 2)", default=2)
+    # 0.1 s: the ingest's smallest chunk; 60 s: a block per file in flight (64 x 60 s of 48 kHz stereo is 1.5 GB)
+    add_number(p, "--chunk-seconds", float, 0.1, 60, "seconds of audio per file per tick (default 8)", default=8.0)
     p.add_argument("--in-process", action="store_true", help="no Ray: run the same stages in this process")
     p.add_argument("--no-progress", action="store_true")
     add_model_args(p)
     p.set_defaults(func=cmd_batch)
 
 
-def _port(text: str) -> int:
-    value = non_negative_int(text)
-    if value > 65535:
-        raise argparse.ArgumentTypeError(f"a port is 0-65535, not {text}")
-    return value
-
-
-def _sample_rate(text: str) -> int:
+def _add_serve(sub) -> None:
     from .serve.protocol import MAX_RATE, MIN_RATE
 
-    value = positive_int(text)
-    if not MIN_RATE <= value <= MAX_RATE:
-        raise argparse.ArgumentTypeError(f"must be {MIN_RATE}-{MAX_RATE} Hz, not {text}")
-    return value
-
-
-def _add_serve(sub) -> None:
     p = sub.add_parser("serve", help="serve live streams over WebSocket (the Vosk protocol), a page at / and /metrics")
     p.add_argument("--host", default="127.0.0.1", help="address to bind (default 127.0.0.1: this machine only)")
-    p.add_argument("--port", type=_port, default=2700, help="port (default 2700, the Vosk server's; 0: any free)")
+    add_number(p, "--port", int, 0, 65535, "port (default 2700, the Vosk server's; 0: any free)", default=2700)
     add_model_args(p)
     p.add_argument("--ray", action="store_true", help="recognize through a Ray pipeline (default: on this machine)")
     p.add_argument("--address", help="with --ray: an existing Ray cluster (host:port); default: start Ray here")
@@ -382,23 +333,24 @@ def _add_serve(sub) -> None:
                    help="without --ray, where the recognizer runs: a child process (default; the server's event loop "
                         "keeps a core to itself, and a lost child is replaced with every stream replayed) or a thread "
                         "of the server's process (one process, one GIL)")
-    p.add_argument("--processes", type=positive_int, default=SERVE_PROCESSES,
-                   help="with --pipeline process: the main model's child processes, each a whole pipeline for a share "
-                        "of the streams (one batched model call per child per tick; the pen model has one; default: "
-                        f"the cores, at most 4: {SERVE_PROCESSES} here)")
-    p.add_argument("--max-clients", type=positive_int, default=1000, help="refuse connections past this many (default 1000)")
-    p.add_argument("--max-lag", type=positive_float, default=1.0, metavar="SECONDS",
-                   help="refuse new streams (close 1013) while the recognizer is this far behind (default 1.0)")
+    add_number(p, "--processes", int, 1, 64, default=SERVE_PROCESSES,
+               help="with --pipeline process: the main model's child processes, each a whole pipeline for a share "
+                    "of the streams (one batched model call per child per tick; the pen model has one; default: "
+                    f"the cores, at most 4: {SERVE_PROCESSES} here)")
+    add_number(p, "--max-clients", int, 1, 100_000, "refuse connections past this many (default 1000)", default=1000)
+    add_number(p, "--max-lag", float, 0.01, 3600, default=1.0, metavar="SECONDS",
+               help="refuse new streams (close 1013) while the recognizer is this far behind (default 1.0)")
     p.add_argument("--token-file", help="a file holding a shared token clients must send (Bearer header or ?token=)")
-    p.add_argument("--idle-timeout", type=non_negative_int, default=30,
-                   help="seconds without a message before a stream is ended, its final sent (0: never; default 30)")
-    p.add_argument("--sample-rate", type=_sample_rate, default=8000,
-                   help="the rate of clients that send no config (default 8000, as the Vosk server)")
+    add_number(p, "--idle-timeout", int, 0, 86_400, default=30,
+               help="seconds without a message before a stream is ended, its final sent (0: never; default 30)")
+    add_number(p, "--sample-rate", int, MIN_RATE, MAX_RATE, default=8000,
+               help="the rate of clients that send no config (default 8000, as the Vosk server)")
     p.add_argument("--pen-model", default="handwriting",
                    help="beside a speech model, a pen model for the page's canvas and pen clients at ws://HOST:PORT/pen "
                         "(default: handwriting; 'none': no pen input)")
-    p.add_argument("--tick-ms", type=positive_int, default=40, help="at most one tick per this many ms (default 40)")
-    p.add_argument("--window", type=positive_int, default=4, help="ticks in flight at most (default 4)")
+    # 1 s: a tick is every answer's latency floor; --tick-ms 100000000 started a server that never answered
+    add_number(p, "--tick-ms", int, 1, 1000, "at most one tick per this many ms (default 40)", default=40)
+    add_number(p, "--window", int, 1, 64, "ticks in flight at most (default 4)", default=4)
     p.set_defaults(func=cmd_serve)
 
 
@@ -407,6 +359,8 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", required=True)
     for add in (_add_transcribe, _add_listen, _add_batch, _add_serve):
         add(sub)
+    for p in sub.choices.values():
+        p.add_argument("--debug", action="store_true", help="an unexpected error shows its traceback (also RNNSTREAM_DEBUG=1)")
     return parser
 
 
@@ -417,8 +371,26 @@ def main(argv: list[str] | None = None) -> int:
     except CheckpointError as e:
         report(e)
         return 2
+    except OutputError as e:
+        report(e)
     except KeyboardInterrupt:
         return 130
+    except BrokenPipeError:  # the reader went away (`listen | head -3`): stop quietly, as a filter does
+        _drop_stdout()
+        return 0
+    except Exception as e:  # the last resort: one line, not a traceback
+        if args.debug or os.environ.get("RNNSTREAM_DEBUG") == "1":
+            raise
+        report(f"{one_line(e)[:500]} ({type(e).__name__}; --debug shows where)")
+    try:
+        sys.stdout.flush()
+    except OSError:  # stdout itself failed (ENOSPC): the exit's own flush would print a traceback
+        _drop_stdout()
+    return 1
+
+
+def _drop_stdout() -> None:
+    os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
 
 
 if __name__ == "__main__":

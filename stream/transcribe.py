@@ -72,15 +72,15 @@ def transcribe_file(recognizer: RecognizerLike, path: str | Path, chunk_ms: int 
     """Feed the file (audio, or what the model's front end reads) in chunks of `chunk_ms` (0: the whole file in
     one chunk); raises InputError naming the file."""
     extractor = recognizer.extractor
-    rate, channels, duration = extractor.info(path)
-    session = recognizer.session(rate, channels)
     events: list[Event] = []
     try:
+        rate, channels, duration = extractor.info(path)
+        session = recognizer.session(rate, channels)
         for chunk in _chunks(extractor, path, rate * chunk_ms // 1000 if chunk_ms > 0 else 0):
             events += session.accept(chunk)
         events += session.finish()
-    except InputError as e:
-        raise type(e)(f"{path}: {e}") from None
+    except InputError as e:  # the readers' errors name the file already; the session's (NaN samples) do not
+        raise type(e)(str(e) if str(e).startswith(f"{path}: ") else f"{path}: {e}") from None
     return Transcript.from_events(str(path), duration, events)
 
 

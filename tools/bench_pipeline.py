@@ -76,7 +76,9 @@ def _tape(
 def _spec(args: argparse.Namespace) -> tuple[Checkpoint, PipelineSpec]:
     """The model, loaded once (on the CPU: the driver reads its config, Ray ships the file), and the stages' spec."""
     checkpoint, options = checkpoint_and_options(args)
-    spec = PipelineSpec(device=args.compute_device, options=options, decoders=args.decoders, standby=args.kill is not None)
+    # (`offline` has no --kill: a standby is for the streams benchmark's killed actor only)
+    standby = getattr(args, "kill", None) is not None
+    spec = PipelineSpec(device=args.compute_device, options=options, decoders=args.decoders, standby=standby)
     return checkpoint, spec
 
 

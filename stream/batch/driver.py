@@ -29,7 +29,7 @@ from ..ingest import Ingest, PipelineFailed
 from ..pipeline import Pipeline, PipelineSpec
 from ..transcribe import Transcript
 from .inputs import expand_inputs
-from .sinks import open_sink
+from .sinks import Sink, open_sink
 
 # ---------------------------------------------------------------------------------------------
 # Workers: one pipeline each, fed by the driver.
@@ -150,7 +150,7 @@ class BatchSummary:
 
 def run_batch(
     inputs: list[str],
-    output: str | Path,
+    output: str | Path | Sink,
     model: str | Path = DEFAULT_MODEL,
     opts: BatchOptions = BatchOptions(),
     spec: PipelineSpec = PipelineSpec(),
@@ -158,11 +158,17 @@ def run_batch(
     errors: IO[str] | None = sys.stderr,
     checkpoint: Checkpoint | None = None,
 ) -> BatchSummary:
-    """Transcribe every input not yet in `output`; `on_file` is called after each record is written.
-    `checkpoint`: `model` already loaded (the driver reads the files with its front end)."""
-    checkpoint = checkpoint or load_checkpoint(model)
+    """Transcribe every input not yet in `output` (a path, or a sink `open_sink` made: closed here); `on_file` is
+    called after each record is written. `checkpoint`: `model` already loaded (the driver reads the files with its
+    front end). A write that fails is an OutputError, and the run stops."""
+    sink = open_sink(output, opts.fmt) if isinstance(output, str | Path) else output
+    try:
+        checkpoint = checkpoint or load_checkpoint(model)
+    except BaseException:
+        sink.close()
+        raise
     extractor = checkpoint.extractor()  # which files a directory holds for this model, and what to call them
-    run = _Run(open_sink(output, opts.fmt), errors, on_file)
+    run = _Run(sink, errors, on_file)
     run.summary.medium = extractor.medium
     try:
         todo = run.plan(inputs, extractor.suffixes)
