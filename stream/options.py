@@ -1,20 +1,53 @@
-"""Which decoding a recognizer uses: the checkpoint's recommendation, changed by the caller's choices."""
+"""Which decoding a recognizer uses: the checkpoint's recommendation, changed by the caller's choices.
+
+A cased pen model (English handwriting) reads words with the English character LM by default (models.lm, weights
+chosen on validation writers); a `charset` stream (a field of digits or letters) never does."""
 
 from __future__ import annotations
 
 from dataclasses import replace
+from pathlib import Path
 
 from models.checkpoint import Checkpoint
 from models.decoding import DecodeOptions
+from models.lm import LM_NAMES, TUNED
 
 LEXICON_BEAM = 16  # the beam a lexicon or an LM gets when no width is asked for
+PEN_LM = "chars"  # the LM a cased pen model's streams read words with unless told otherwise (BENCHMARKS.md)
 
 
-def recommended_options(checkpoint: Checkpoint) -> DecodeOptions:
-    """The decoding a model was made for (checkpoint meta "decoding": beam width and a word list), else greedy."""
+def default_lm(checkpoint: Checkpoint) -> str | None:
+    """The checkpoint's own choice (meta "decoding": {"lm": name or null}), else PEN_LM for a cased pen model (an
+    English LM spells with both cases, digits and punctuation), else none."""
+    spec = checkpoint.meta.get("decoding") or {}
+    if "lm" in spec:
+        return spec["lm"]
+    return PEN_LM if checkpoint.frontend == "pen" and checkpoint.tokenizer.cased else None
+
+
+def recommended_options(checkpoint: Checkpoint, lm: bool = True) -> DecodeOptions:
+    """The decoding a model was made for (checkpoint meta "decoding": beam width and a word list), else greedy; with
+    its default LM and that LM's tuned settings unless `lm` is False."""
     spec = checkpoint.meta.get("decoding") or {}
     words = tuple(spec["words"]) if spec.get("words") else None
-    return DecodeOptions(beam=int(spec.get("beam", 0)), words=words)
+    options = DecodeOptions(beam=int(spec.get("beam", 0)), words=words)
+    name = default_lm(checkpoint) if lm else None
+    return with_lm(options, name) if name else options
+
+
+def with_lm(options: DecodeOptions, lm: str) -> DecodeOptions:
+    """`options` reading with LM `lm`: a models.lm name gets its tuned beam and weights (models.lm.TUNED), a file
+    the options' own weights (and LEXICON_BEAM if greedy)."""
+    if lm in LM_NAMES:
+        return replace(options, lm=lm, lexicon=None, words=None, **TUNED[lm])
+    return replace(options, lm=lm, beam=options.beam or LEXICON_BEAM)
+
+
+def lm_choice(text: str) -> str:
+    """A command line's or a client config's LM: "none", a models.lm name, or an existing KenLM/ARPA file."""
+    if text in ("none", *LM_NAMES) or Path(text).is_file():
+        return text
+    raise ValueError(f"{text}: not a language model ({', '.join(('none', *LM_NAMES))} or a KenLM/ARPA file)")
 
 
 def resolve_options(
@@ -25,19 +58,26 @@ def resolve_options(
     charset: str | None = None,
 ) -> DecodeOptions:
     """The recommended decoding with the caller's changes: `beam` (0: greedy), a `lexicon` file ("none": no
-    lexicon and no word list), a KenLM `lm`, a `charset` (models.decoding.CHARSETS; "all": no restriction). A
-    lexicon or an LM without a beam width gets LEXICON_BEAM."""
+    lexicon and no word list), an `lm` (lm_choice; "none": off), a `charset` (models.decoding.CHARSETS; "all": no
+    restriction). A charset stream or a lexicon reads without the default LM; naming an English LM for a charset is
+    an error. A lexicon or an LM file without a beam width gets LEXICON_BEAM."""
     if beam is not None and beam < 0:
         raise ValueError(f"beam width must be 0 (greedy) or more, not {beam}")
+    restricted = charset not in (None, "all")
+    if restricted and lm not in (None, "none"):
+        raise ValueError(f"--lm {lm}: a language model reads words, not a --charset {charset} field")
+    if lm in LM_NAMES and lexicon not in (None, "none"):
+        raise ValueError(f"--lm {lm} brings its own lexicon: not with --lexicon {lexicon}")
+    explicit = lm not in (None, "none")
+    options = recommended_options(checkpoint, lm=not (restricted or lexicon or lm == "none" or explicit))
     changes: dict = {}
-    if beam is not None:
-        changes["beam"] = beam
     if lexicon:
         changes.update(lexicon=None if lexicon == "none" else lexicon, words=None)
-    if lm:
-        changes["lm"] = lm
-    if charset not in (None, "all"):
+    if restricted:
         changes["charset"] = charset
-    if (lexicon not in (None, "none") or lm) and beam is None:
-        changes["beam"] = LEXICON_BEAM
-    return replace(recommended_options(checkpoint), **changes)
+    options = replace(options, **changes)
+    if explicit:
+        options = with_lm(options, lm)
+    elif lexicon not in (None, "none") and beam is None:
+        options = replace(options, beam=LEXICON_BEAM)
+    return replace(options, beam=beam) if beam is not None else options

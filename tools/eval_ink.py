@@ -7,6 +7,13 @@ category with their charset, the held-out UCI letters, two-word lines, and the l
 Frames come from the model's own front end (one stream per sample, the whole ink at once: streaming gives the same
 frames, tests/test_handwriting.py) and are decoded by models.decoding's decoders (a `charset` restricting which character), many
 samples to a model call. Invariant: only held-out writers (tools.unipen's seeded split) are read.
+
+Words with a language model (`--lm none words chars`, models.lm): the held-out writers are split by writer into a
+tuning half and a reporting half (`halves`); `--tune` searches each LM's beam and weights on the tuning half, and
+the words are scored on the reporting half with the settings in models.lm.TUNED:
+
+    python -m tools.eval_ink --lm none words chars --lexicon-words 0 --lines 0 --out runs/handwriting/lm.json
+    python -m tools.eval_ink --lm chars --tune --lexicon-words 0 --lines 0
 """
 
 from __future__ import annotations
@@ -23,6 +30,7 @@ import torch
 
 from models.checkpoint import load_checkpoint
 from models.decoding import DecodeOptions, make_decoder
+from models.lm import LM_NAMES, TUNED
 
 from . import unipen
 
@@ -84,6 +92,72 @@ def _word_scores(refs: list[str], hyps: list[str]) -> dict:
             "wer_folded": float(np.mean([r.lower() != h.lower() for r, h in zip(refs, hyps)]))}
 
 
+def halves(held: set[str], seed: int = 0) -> tuple[set[str], set[str]]:
+    """(tuning, reporting) halves of the held-out writers, a seeded draw by writer: an LM's settings are chosen on
+    one and its figures read on the other."""
+    names = sorted(held)
+    order = np.random.default_rng(seed).permutation(len(names))
+    return {names[i] for i in order[: len(names) // 2]}, {names[i] for i in order[len(names) // 2 :]}
+
+
+# What --tune tries per LM (the grid's product; beam and beam_tokens fixed per row below)
+GRID = {
+    "chars": {"lm_weight": (0.3, 0.5, 0.8, 1.2), "token_score": (0.5, 1.0, 2.0, 3.0), "beam": (8, 16),
+              "beam_tokens": (6,)},
+    "words": {"lm_weight": (0.5, 1.0, 2.0), "unk_score": (-3.0, -5.0, -10.0), "word_score": (0.0, 2.0),
+              "beam": (16,), "beam_tokens": (8,)},
+}
+
+
+def lm_options(name: str, **changes) -> DecodeOptions:
+    """How `--lm NAME` reads: greedy for "none", else the LM with its tuned settings (or `changes`)."""
+    if name == "none":
+        return DecodeOptions()
+    return DecodeOptions(lm=name, **{**TUNED[name], **changes})
+
+
+def _timed_read(reader: Reader, lps: list[torch.Tensor], options: DecodeOptions) -> tuple[list[str], float]:
+    """The texts and the CPU time per word in ms (the decoder made before the clock starts: the LM loads once)."""
+    make_decoder(reader.tokenizer, reader.step_seconds, options)
+    t0 = time.process_time()
+    texts = reader.read(lps, options)
+    return texts, (time.process_time() - t0) * 1000 / max(1, len(lps))
+
+
+def lm_words(reader: Reader, samples: list, lps: list[torch.Tensor], aligned: np.ndarray, writers: set[str],
+             names: list[str], log=print) -> dict:
+    """Words of `writers` read with each LM of `names`, all and aligned."""
+    pick = [i for i, (_, _, w) in enumerate(samples) if w in writers]
+    refs, sub = [samples[i][1] for i in pick], [lps[i] for i in pick]
+    keep = aligned[pick]
+    out: dict = {"n": len(pick), "writers": len(writers), "aligned_n": int(keep.sum())}
+    for name in names:
+        options = lm_options(name)
+        hyps, ms = _timed_read(reader, sub, options)
+        row = {**_word_scores(refs, hyps), "ms_per_word": round(ms, 3),
+               "aligned": _word_scores([r for r, k in zip(refs, keep) if k], [h for h, k in zip(hyps, keep) if k]),
+               "options": {k: v for k, v in vars(options).items() if v != getattr(DecodeOptions(), k)},
+               "examples": [[r, h] for r, h in list(zip(refs, hyps))[:20]]}
+        out[name] = row
+        log(f"words, lm {name}: CER {row['cer']:.4f} folded {row['cer_folded']:.4f} WER {row['wer']:.4f} "
+            f"(aligned: {row['aligned']['cer']:.4f}) {ms:.2f} ms a word")
+    return out
+
+
+def tune(reader: Reader, samples: list, lps: list[torch.Tensor], writers: set[str], name: str, log=print) -> list:
+    """GRID[name] on the words of `writers` (the tuning half), best folded CER first."""
+    pick = [i for i, (_, _, w) in enumerate(samples) if w in writers]
+    refs, sub = [samples[i][1] for i in pick], [lps[i] for i in pick]
+    keys = list(GRID[name])
+    rows = []
+    for values in itertools.product(*(GRID[name][k] for k in keys)):
+        changes = dict(zip(keys, values))
+        hyps, ms = _timed_read(reader, sub, lm_options(name, **changes))
+        rows.append({**changes, **_word_scores(refs, hyps), "ms_per_word": round(ms, 3)})
+        log(f"tune {name} {changes}: CER {rows[-1]['cer']:.4f} folded {rows[-1]['cer_folded']:.4f} {ms:.2f} ms")
+    return sorted(rows, key=lambda r: r["cer_folded"])
+
+
 def _lines(reader: Reader, held: set[str], n: int, seed: int) -> dict:
     """Two words of one held-out writer in one stream, side by side with a word space and a pen-up between them
     (tools.ink_data.join, as training joins them): a line as a canvas takes it. CER of the pair against the same
@@ -123,7 +197,7 @@ def fit_gap(reader: Reader, held: set[str], n: int) -> dict:
 
 
 def evaluate(model: str, seed: int = 0, words: int = 0, lexicon_words: int = 500, lines: int = 500,
-             gap_words: int = 0, log=print) -> dict:
+             gap_words: int = 0, lms: tuple[str, ...] = (), tune_lms: bool = False, log=print) -> dict:
     reader = Reader(model)
     held = unipen.split_writers(seed)
     report: dict = {"model": str(model), "heldout_writers": len(held)}
@@ -155,6 +229,13 @@ def evaluate(model: str, seed: int = 0, words: int = 0, lexicon_words: int = 500
         "n": len(ref_a), "writers": len({w for (_, _, w), k in zip(samples, keep) if k}), **_word_scores(ref_a, hyp_a),
     }
     log(f"words, aligned: {report['words_aligned']}")
+    if lms:
+        tuning, reporting = halves(held, seed)
+        if tune_lms:
+            report["lm_tuning"] = {name: tune(reader, samples, lps, tuning, name, log)[:10] for name in lms
+                                   if name != "none"}
+        report["words_lm"] = {"tuning_writers": sorted(tuning),
+                              "reporting": lm_words(reader, samples, lps, keep, reporting, list(lms), log)}
     # the last letter's latency: its first emission after the word's last pen-down point, in ink seconds; and
     # where the first letter comes out (at step 0 it is guessed before any of its ink: train.first_label_steps)
     lat, firsts = [], []
@@ -227,10 +308,14 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--lines", type=int, default=500, help="pairs of a writer's words read as one line (0: none)")
     p.add_argument("--gap-words", type=int, default=0, help="also read this many training writers' words (and as many "
                    "held-out ones): the fit against the gap")
+    p.add_argument("--lm", nargs="*", default=[], choices=["none", *LM_NAMES],
+                   help="also read the words of the reporting half of the held-out writers with each of these LMs")
+    p.add_argument("--tune", action="store_true", help="first search each --lm's settings on the tuning half")
     p.add_argument("--out", help="JSON report")
     args = p.parse_args(argv)
     torch.set_num_threads(1)
-    report = evaluate(args.model, args.seed, args.words, args.lexicon_words, args.lines, args.gap_words)
+    report = evaluate(args.model, args.seed, args.words, args.lexicon_words, args.lines, args.gap_words,
+                      tuple(args.lm), args.tune)
     if args.out:
         Path(args.out).write_text(json.dumps(report, indent=1) + "\n")
 
