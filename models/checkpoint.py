@@ -16,7 +16,9 @@ from .model import AcousticModel, ModelConfig
 from .tokens import Tokenizer
 
 FORMAT = "rnnstream-checkpoint"
-VERSION = 1
+# 2: the model's input size is `input_dim` (was `n_mels`, an audio name that the pen model carried as its 11 values).
+# Older versions load through `_migrate`; a newer one than this code reads is refused.
+VERSION = 2
 BUNDLED_DIR = Path(__file__).parent / "bundled"
 DEFAULT_MODEL = "digits"
 
@@ -28,7 +30,7 @@ class CheckpointError(ValueError):
 @dataclass
 class Checkpoint:
     model: AcousticModel
-    features: Any  # the front end's config (FeatureConfig for "logmel" audio)
+    features: Any  # the front end's config: FeatureConfig for "logmel" audio, PenConfig for "pen" ink
     tokenizer: Tokenizer
     meta: dict = field(default_factory=dict)  # training recipe, data, metrics: free-form
     frontend: str = DEFAULT_FRONT_END  # the front end that makes the model's frames (models.frontend)
@@ -82,6 +84,15 @@ def checkpoint_bytes(ckpt: Checkpoint) -> bytes:
     return buffer.getvalue()
 
 
+def _migrate(payload: dict) -> dict:
+    """An older version's payload as the current version's (the file itself is not rewritten)."""
+    if payload["version"] < 2:
+        model_config = dict(payload["model_config"])
+        model_config["input_dim"] = model_config.pop("n_mels")
+        payload = {**payload, "model_config": model_config, "version": 2}
+    return payload
+
+
 def load_checkpoint(name_or_path: str | Path | bytes, device: str | torch.device = "cpu") -> Checkpoint:
     """A bundled model's name, a checkpoint file, or a checkpoint's bytes (`checkpoint_bytes`)."""
     if isinstance(name_or_path, bytes):
@@ -94,9 +105,11 @@ def load_checkpoint(name_or_path: str | Path | bytes, device: str | torch.device
         raise CheckpointError(f"{path}: not a readable checkpoint ({one_line(e)[:200]})") from None
     if not isinstance(payload, dict) or payload.get("format") != FORMAT:
         raise CheckpointError(f"{path}: not an rnnstream checkpoint")
-    if payload.get("version") != VERSION:
-        raise CheckpointError(f"{path}: checkpoint version {payload.get('version')}, this rnnstream reads {VERSION}")
+    version = payload.get("version")
+    if not isinstance(version, int) or not 1 <= version <= VERSION:
+        raise CheckpointError(f"{path}: checkpoint version {version}, this rnnstream reads 1 to {VERSION}")
     try:
+        payload = _migrate(payload)
         tokenizer = Tokenizer(payload["tokens"])
         model = AcousticModel(ModelConfig(**payload["model_config"]))
         model.load_state_dict(payload["state_dict"])

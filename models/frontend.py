@@ -51,7 +51,9 @@ class Extractor(Protocol):
     """What every stream of a model shares."""
 
     config: Any  # a frozen dataclass with to_dict(): saved in the checkpoint
-    dim: int  # values per frame
+    dim: int  # values per frame (the model's input_dim)
+    tokens: list[str]  # a new model's default tokens (training)
+    feature_floor: float  # the frame value of silence (digital silence, a resting pen): the model's running mean skips it
     rate: int  # the input's default rate: samples (audio) or points (pen) per second
     frame_seconds: float  # input seconds per frame
     tail_steps: int  # model steps a stream's end adds after its input (the back end keeps times inside the input)

@@ -192,7 +192,7 @@ def _tiny_model_keeping_logits():
     from models.model import AcousticModel, ModelConfig
 
     torch.manual_seed(0)
-    model = AcousticModel(ModelConfig(n_mels=5, stack=2, hidden=16, layers=1, n_tokens=6))
+    model = AcousticModel(ModelConfig(input_dim=5, stack=2, hidden=16, layers=1, n_tokens=6))
     logits = []
 
     def keep(_module, _inputs, out):

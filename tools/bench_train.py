@@ -14,7 +14,7 @@ import time
 
 import torch
 
-from models.features import LogMel
+from models.frontend import DEFAULT_FRONT_END, make_extractor
 from models.model import AcousticModel
 from tools.train import _configs, augment_config, batch_stream, ctc_loss, load_config
 
@@ -29,8 +29,7 @@ def main(argv: list[str] | None = None) -> None:
     cfg = load_config(args.config, args.set)
     fcfg, tokenizer, mcfg = _configs(cfg)
     augment = augment_config(cfg)
-    pen = cfg.get("frontend", "logmel") == "pen"  # batch_stream takes the PenConfig itself for ink
-    stream = batch_stream(cfg, fcfg if pen else LogMel(fcfg), tokenizer, augment)
+    stream = batch_stream(cfg, make_extractor(cfg.get("frontend", DEFAULT_FRONT_END), fcfg, mcfg.stack), tokenizer, augment)
     bucket = stream.bucket
     for i in range(bucket):  # warm-up: clip cache, allocator
         stream.batch(i)

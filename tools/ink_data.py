@@ -11,9 +11,8 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from models.model import ModelConfig
-from models.pen import PenConfig, PenExtractor
-from models.tokens import PEN_CHARACTERS, Tokenizer
+from models.pen import PenExtractor
+from models.tokens import Tokenizer
 
 from . import unipen
 from .data import BatchStream
@@ -146,9 +145,11 @@ class InkBatchStream(BatchStream):
         return frames, self.tokenizer.normalize(text)
 
 
-def pen_configs(cfg: dict, dataclass_of) -> tuple[PenConfig, Tokenizer, ModelConfig]:
-    """The `features:` (PenConfig), tokens and model of a `frontend: pen` config."""
-    pcfg = dataclass_of(PenConfig, cfg.get("features"))
-    tokenizer = Tokenizer(cfg.get("tokens", PEN_CHARACTERS))
-    derived = {"n_mels": PenExtractor.dim, "n_tokens": len(tokenizer)}
-    return pcfg, tokenizer, dataclass_of(ModelConfig, {**cfg.get("model", {}), **derived})
+def ink_batches(cfg: dict, extractor: PenExtractor, tokenizer: Tokenizer, augment: None) -> InkBatchStream:
+    """Ink items (tools.train.ITEMS["pen"]): the `data:` sources' points, augmented as points (`ink_augment:`)."""
+    from tools.train import DataConfig, _dataclass, train_config
+
+    data = _dataclass(DataConfig, cfg["data"])
+    ink = _dataclass(InkAugmentConfig, cfg["ink_augment"]) if cfg.get("ink_augment") is not None else None
+    return InkBatchStream(list(data.train), extractor, tokenizer, train_config(cfg).batch_size, cfg.get("seed", 0), ink,
+                          bucket=data.bucket)

@@ -13,12 +13,14 @@ takes nothing from the training itself; `--export` writes the plain weights of t
 from __future__ import annotations
 
 import argparse
+import importlib
 import math
 import random
 import sys
 import time
 from dataclasses import dataclass, fields, replace
 from pathlib import Path
+from typing import Any
 
 import torch
 import yaml
@@ -26,9 +28,9 @@ from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
 from tqdm import tqdm
 
 from models.checkpoint import Checkpoint, load_checkpoint, save_checkpoint
-from models.features import FeatureConfig, LogMel
+from models.frontend import DEFAULT_FRONT_END, Extractor, extractor_class, make_extractor
 from models.model import AcousticModel, ModelConfig
-from models.tokens import CHARACTERS, Tokenizer
+from models.tokens import Tokenizer
 from tools.augment import AugmentConfig, spec_augment
 from tools.data import Batch, BatchStream
 
@@ -164,16 +166,18 @@ def unnormalized_ctc(log_scores: torch.Tensor, targets: torch.Tensor, steps: tor
     return (per_item / target_lengths.clamp_min(1).to(per_item)).mean()
 
 
-def _configs(cfg: dict) -> tuple[FeatureConfig, Tokenizer, ModelConfig]:
-    if cfg.get("frontend", "logmel") == "pen":  # a handwriting model (tools/ink_data.py)
-        from tools.ink_data import pen_configs
+def _front_end(cfg: dict) -> str:
+    return cfg.get("frontend", DEFAULT_FRONT_END)
 
-        return pen_configs(cfg, _dataclass)
-    fcfg = _dataclass(FeatureConfig, cfg.get("features"))
-    tokenizer = Tokenizer(cfg.get("tokens", CHARACTERS))
-    derived = {"n_mels": fcfg.n_mels, "n_tokens": len(tokenizer), "feature_floor": math.log(fcfg.log_floor)}
-    mcfg = _dataclass(ModelConfig, {**cfg.get("model", {}), **derived})
-    return fcfg, tokenizer, mcfg
+
+def _configs(cfg: dict) -> tuple[Any, Tokenizer, ModelConfig]:
+    """The front end's config (its registry class's `Config`), the tokens and the model of a config."""
+    cls = extractor_class(_front_end(cfg))
+    fcfg = _dataclass(cls.Config, cfg.get("features"))
+    extractor = cls(fcfg, cfg.get("model", {}).get("stack", ModelConfig.stack))
+    tokenizer = Tokenizer(cfg.get("tokens", extractor.tokens))
+    derived = {"input_dim": extractor.dim, "n_tokens": len(tokenizer), "feature_floor": extractor.feature_floor}
+    return fcfg, tokenizer, _dataclass(ModelConfig, {**cfg.get("model", {}), **derived})
 
 
 def train_config(cfg: dict) -> TrainConfig:
@@ -186,20 +190,25 @@ def augment_config(cfg: dict) -> AugmentConfig | None:
     return _dataclass(AugmentConfig, cfg["augment"]) if cfg.get("augment") is not None else None
 
 
-def batch_stream(cfg: dict, logmel: LogMel, tokenizer: Tokenizer, augment: AugmentConfig | None) -> BatchStream:
-    data = _dataclass(DataConfig, cfg["data"])
-    if cfg.get("frontend", "logmel") == "pen":  # ink items, the same batching (`logmel` is the PenConfig here)
-        from models.pen import PenExtractor
-        from tools.ink_augment import InkAugmentConfig
-        from tools.ink_data import InkBatchStream
+# Training items for each front end of models.frontend.FRONT_ENDS, by the same name: (config, the model's extractor,
+# tokenizer, augment) -> a BatchStream.
+ITEMS = {"logmel": "tools.train:audio_batches", "pen": "tools.ink_data:ink_batches"}
 
-        ink = _dataclass(InkAugmentConfig, cfg["ink_augment"]) if cfg.get("ink_augment") is not None else None
-        extractor = PenExtractor(logmel, cfg.get("model", {}).get("stack", 3))
-        return InkBatchStream(list(data.train), extractor, tokenizer, train_config(cfg).batch_size,
-                              cfg.get("seed", 0), ink, bucket=data.bucket)
+
+def batch_stream(cfg: dict, extractor: Extractor, tokenizer: Tokenizer, augment: AugmentConfig | None) -> BatchStream:
+    name = _front_end(cfg)
+    if name not in ITEMS:
+        raise ValueError(f"front end {name!r} has no training items (tools.train.ITEMS)")
+    module, function = ITEMS[name].split(":")
+    return getattr(importlib.import_module(module), function)(cfg, extractor, tokenizer, augment)
+
+
+def audio_batches(cfg: dict, extractor: Extractor, tokenizer: Tokenizer, augment: AugmentConfig | None) -> BatchStream:
+    """Log-mel items: utterances from the `data:` sources, augmented as waveforms and spectra (tools/augment.py)."""
+    data = _dataclass(DataConfig, cfg["data"])
     return BatchStream(
-        list(data.train), logmel, tokenizer, train_config(cfg).batch_size, cfg.get("seed", 0), augment,
-        bucket=data.bucket, join_p=data.join_p,
+        list(data.train), extractor.logmel, tokenizer, train_config(cfg).batch_size, cfg.get("seed", 0), augment,
+        bucket=data.bucket, join_p=data.join_p, stack=extractor.stack,
     )
 
 
@@ -211,7 +220,7 @@ def export_state(cfg: dict, run_dir: str | Path, out: str | Path) -> Path:
     model.load_state_dict(state["model"])
     meta = {"config": cfg, "steps": state["step"], "train_seconds": round(state["elapsed"], 1),
             "decoding": cfg.get("decoding"), "loss_history": state.get("history", [])}
-    save_checkpoint(Checkpoint(model.eval(), fcfg, tokenizer, meta, cfg.get("frontend", "logmel")), out)
+    save_checkpoint(Checkpoint(model.eval(), fcfg, tokenizer, meta, _front_end(cfg)), out)
     return Path(out)
 
 
@@ -230,9 +239,8 @@ def train(
     amp = tcfg.amp and device.type == "cuda"
     fcfg, tokenizer, mcfg = _configs(cfg)
     augment = augment_config(cfg)
-    logmel = LogMel(fcfg) if cfg.get("frontend", "logmel") == "logmel" else fcfg  # pen: its config
     steps_total = tcfg.steps
-    stream = batch_stream(cfg, logmel, tokenizer, augment)
+    stream = batch_stream(cfg, make_extractor(_front_end(cfg), fcfg, mcfg.stack), tokenizer, augment)
 
     model = AcousticModel(mcfg).to(device)
     ema = AveragedModel(model, multi_avg_fn=get_ema_multi_avg_fn(tcfg.ema), use_buffers=True) if tcfg.ema else None
@@ -313,7 +321,7 @@ def train(
     model.eval().cpu()
     meta = {"config": cfg, "steps": step, "train_seconds": round(time.time() - t0, 1), "final_loss": smooth, "loss_history": history,
             "device": str(device), "torch": torch.__version__, "decoding": cfg.get("decoding")}
-    save_checkpoint(Checkpoint(model, fcfg, tokenizer, meta, cfg.get("frontend", "logmel")), out)
+    save_checkpoint(Checkpoint(model, fcfg, tokenizer, meta, _front_end(cfg)), out)
     return Path(out)
 
 
