@@ -30,12 +30,18 @@ import torch
 from .errors import InputError
 from .frontend import whole_steps
 from .ink import INK_SUFFIXES, read_ink
+from .tokens import PEN_CHARACTERS
 
 # The frame's values, in order (dim = 11).
 FEATURES = ("down", "dx", "dy", "path", "jump_x", "jump_y", "start", "end", "height", "dir_x", "dir_y")
 _UP = [0.0] * len(FEATURES)  # a pen-up frame (shared: rows are only read, into one tensor)
 _UP_END = [0.0] * 7 + [1.0] + [0.0] * 3  # the pen-up frame in which a stroke ended
 _DOWN = [1.0] + [0.0] * (len(FEATURES) - 1)  # a pen-down frame before any size is known
+# Bounds on a point, so every number stays exact enough in float64: at t = 1e11 s a step of 0.02 s is still 1,300
+# of t's units in the last place (past ~1e15 a frame's end stopped moving and the framing loop never ended), and
+# differences of coordinates up to 1e9 never overflow. Milliseconds since 1970 (1.7e12) sent as seconds are refused.
+MAX_TIME = 1e11
+MAX_COORDINATE = 1e9
 
 
 @dataclass(frozen=True)
@@ -47,6 +53,10 @@ class PenConfig:
     prior_size_seconds: float = 0.04  # prior size = pen speed x this (a 0.3 s letter travels ~8 sizes a second)
     slant_prior: float = 1.0  # weight of the upright prior, in squared sizes of near-vertical travel
     tail_seconds: float = 0.3  # pen-up frames after the end: a unidirectional model reads the last letter on them
+    # A longer time between two points counts as this long (the ink is read as if the writer had come back sooner).
+    # Every frame of a gap is made, so one point at t = 100000 s made 5 million frames (3.4 GB, a stalled service).
+    # 3 s is over the ink endpoint's longest silence rule (2.4 s), so a capped pause still ends its line as before.
+    max_gap_seconds: float = 3.0
     clip: float = 5.0  # every value is held to +-clip (a jump across the page is still "far")
 
     def to_dict(self) -> dict:
@@ -58,6 +68,8 @@ class PenExtractor:
 
     Config = PenConfig
     dim = len(FEATURES)
+    tokens = PEN_CHARACTERS  # a new model's default: both cases, digits, punctuation
+    feature_floor = 0.0  # a resting pen's frame: every value 0
     medium = "ink"
     self_timed = True
     suffixes = frozenset(INK_SUFFIXES)
@@ -112,6 +124,7 @@ class PenFrontEnd:
         self.down = False  # the last point was pen-down
         self.pos = (0.0, 0.0)  # the pen's last pen-down position (interpolated to frame ends)
         self.lift: tuple[float, float] | None = None  # where the last stroke ended
+        self.skipped = 0.0  # seconds of over-long gaps taken out so far (`max_gap_seconds`): ink time = t - skipped
         self._reset_frame()
         # running estimates (decayed sums over pen-down frames)
         self.w = self.sy = self.syy = self.sl = 0.0
@@ -129,6 +142,9 @@ class PenFrontEnd:
             raise InputError(f"pen input is points [n, 4] (x, y, t, pen), not an array of shape {list(points.shape)}")
         if not np.isfinite(points[:, [0, 1, 3]]).all() or np.isinf(points[:, 2]).any():
             raise InputError("pen points with NaN or infinite coordinates")
+        times = points[:, 2]
+        if (np.abs(points[:, :2]) > MAX_COORDINATE).any() or (np.abs(times[~np.isnan(times)]) > MAX_TIME).any():
+            raise InputError(f"pen points beyond +-{MAX_COORDINATE:g} in x or y, or +-{MAX_TIME:g} s in t")
         rows: list[list[float]] = []
         if len(points):
             self._run(points.tolist(), rows)
@@ -166,13 +182,19 @@ class PenFrontEnd:
             points[0][2] = t
         (ox, oy), T, t0, dt, hypot = self.origin, self.T, self.t0, self.dt, math.hypot
         t_last, fe, was_down, (px, py), lift = self.t, self.fe, self.down, self.pos, self.lift
+        max_gap, skipped = self.cfg.max_gap_seconds, self.skipped
         fd, fs, fen = self.f_down, self.f_start, self.f_end
         fdx, fdy, fpath, fjx, fjy = self.f_dx, self.f_dy, self.f_path, self.f_jx, self.f_jy
         for x, y, t, pen in points:
             if t != t:  # NaN: the point comes 1/rate after the one before
                 t = t_last + dt
-            elif t < t_last:  # times never go back
-                t = t_last
+            else:
+                t -= skipped
+                if t < t_last:  # times never go back
+                    t = t_last
+                elif t - t_last > max_gap:  # a gap counts at most max_gap (no float change without one)
+                    skipped += t - t_last - max_gap
+                    t = t_last + max_gap
             x, y, down = x - ox, y - oy, pen > 0.5
             stroke = down and was_down  # a pen-down segment from the last point to this one
             if t >= fe:
@@ -201,7 +223,7 @@ class PenFrontEnd:
             elif was_down:  # the pen lifts
                 fen, lift = 1, (px, py)
             was_down, t_last = down, t
-        self.t, self.fe, self.down, self.pos, self.lift = t_last, fe, was_down, (px, py), lift
+        self.t, self.fe, self.down, self.pos, self.lift, self.skipped = t_last, fe, was_down, (px, py), lift, skipped
         self.f_down, self.f_start, self.f_end = fd, fs, fen
         self.f_dx, self.f_dy, self.f_path, self.f_jx, self.f_jy = fdx, fdy, fpath, fjx, fjy
 

@@ -180,12 +180,34 @@ def test_pen_up_time_gives_pen_up_frames(word_ink):
     assert abs(extra - 2.0 / PenConfig().frame_seconds) <= 2
 
 
+@pytest.mark.parametrize("gap", [3.0, 60.0, 1e5, 9e10])
+def test_a_time_gap_counts_at_most_max_gap_seconds(word_ink, gap):
+    """Issue 29: three points with a gap of 100,000 s made 5 million frames (3.4 GB, a stalled pen service). A gap
+    over the bound gives the frames of a gap of the bound, and later points go on from there."""
+    points = word_ink[0].copy()
+    half = len(points) // 2
+    bound = PenConfig().max_gap_seconds
+    capped, later = points.copy(), points.copy()
+    capped[half:, 2] += bound - (points[half, 2] - points[half - 1, 2])  # the rest of the word after exactly the bound
+    later[half:, 2] += gap - (points[half, 2] - points[half - 1, 2])
+    want = _frames(capped, [len(capped)])
+    # (equal up to the float64 rounding of times near 9e10 s, where a microsecond is a few units in the last place)
+    torch.testing.assert_close(_frames(later, [len(later)]), want, atol=1e-3, rtol=0)
+    torch.testing.assert_close(_frames(later, [7] * len(later)), want, atol=1e-3, rtol=0)
+    abuse = np.array([[0, 0, 0, 1], [5, 5, 0.05, 1], [6, 9, 1e5, 1]], dtype=np.float64)  # the issue's message
+    assert len(_frames(abuse, [3])) <= (0.05 + bound + 0.3) / PenConfig().frame_seconds + 4
+
+
 def test_bad_points_fail_the_stream_with_input_error():
     front = PenExtractor(PenConfig(), 2).open()
     with pytest.raises(InputError):
         front.cut(np.array([[np.nan, 0.0, 0.0, 1.0]]))
     with pytest.raises(InputError):
         front.cut(np.zeros((3, 2)))
+    with pytest.raises(InputError, match="beyond"):  # milliseconds since 1970 sent as seconds: a frame end stops moving
+        front.cut(np.array([[0.0, 0.0, 1.7e12, 1.0]]))
+    with pytest.raises(InputError, match="beyond"):
+        front.cut(np.array([[1e300, 0.0, 0.0, 1.0]]))
 
 
 # ---------------------------------------------------------------------------------------------- the pipeline
