@@ -32,6 +32,10 @@ class AugmentConfig:
     tight_start_p: float = 0.0  # chance the leading silence is cut off: speech from the stream's first sample
     lead_p: float = 0.0  # chance of a digitally silent lead-in (a file or line that opens with zeros)
     lead_s: tuple[float, float] = (0.1, 2.0)  # its length range, seconds
+    # Chance of a lead-in of faint white noise at an absolute level (a live microphone's first seconds, a quiet
+    # line), before everything: the model learns that 0-5 s of it change nothing (issue 26's lead-in rule)
+    lead_noise_p: float = 0.0
+    lead_noise_dbfs: tuple[float, float] = (-70.0, -45.0)
     mel_warp: tuple[float, float] = (1.0, 1.0)  # frequency warp factor range on the mel axis
     eq_db: float = 0.0  # smooth random EQ: three cosines across the mel bins, at most eq_db / k dB each
     time_masks: int = 2
@@ -77,7 +81,11 @@ def augment_audio(x: np.ndarray, rate: int, cfg: AugmentConfig, rng: np.random.G
         x = x + colored_noise(len(x), rng) * np.sqrt(power / 10 ** (snr / 10))
     x = x * 10 ** (rng.uniform(*cfg.gain_db) / 20)
     peak = np.max(np.abs(x)) if len(x) else 0.0
-    return (x / peak * 0.99 if peak > 0.99 else x).astype(np.float32)
+    x = x / peak * 0.99 if peak > 0.99 else x
+    if cfg.lead_noise_p and rng.random() < cfg.lead_noise_p:
+        lead = rng.standard_normal(int(rng.uniform(*cfg.lead_s) * rate)) * 10 ** (rng.uniform(*cfg.lead_noise_dbfs) / 20)
+        x = np.concatenate([lead, x])
+    return x.astype(np.float32)
 
 
 def augment_features(logmel: torch.Tensor, cfg: AugmentConfig, rng: np.random.Generator) -> torch.Tensor:
