@@ -8,6 +8,7 @@ only complete windows are framed.
 from __future__ import annotations
 
 import functools
+import math
 from collections.abc import Iterator
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -16,8 +17,10 @@ import numpy as np
 import torch
 import torchaudio
 
+from . import leadin
 from .audio import AUDIO_SUFFIXES, AudioConverter, audio_info, read_blocks
 from .frontend import whole_steps
+from .tokens import CHARACTERS
 
 # Quiet noise after the end of every stream (-70 dBFS, the quietest noise floor in training): a unidirectional
 # model emits a word after hearing it, so audio cut tight after the last word lost that word. Seeded, so every
@@ -37,6 +40,10 @@ class FeatureConfig:
     f_min: float = 20.0
     f_max: float = 7600.0
     log_floor: float = 1e-6
+    # The lead-in rule (models/leadin.py; None: off): the samples before the first one louder than this are not
+    # framed but become silence frames, whole steps of them, so the sound starts a frame and a step whatever came
+    # before it. -90 dBFS: one step of 16-bit audio (-90.3 dBFS) is still digital silence.
+    lead_in_dbfs: float | None = None
 
     @property
     def frame_seconds(self) -> float:
@@ -75,6 +82,10 @@ class LogMel(torch.nn.Module):
         power = (spectrum * spectrum.conj()).real  # 4x faster than abs().square() on CPU
         return torch.log(power @ self.fbank + self.cfg.log_floor)
 
+    def silence(self) -> torch.Tensor:
+        """The frame of digital silence [1, n_mels], as from_windows computes it."""
+        return self.from_windows(torch.zeros(1, self.cfg.win_length))
+
 
 class FeatureStream:
     """Per-stream incremental framing: carries the samples not yet covered by a complete frame."""
@@ -95,6 +106,13 @@ class FeatureStream:
         return buffer[: (n - 1) * hop + win].unfold(0, win, hop)
 
 
+def utterance_frames(logmel: LogMel, samples: torch.Tensor, stack: int) -> torch.Tensor:
+    """A whole utterance's frames as a stream of it gives them (training): the log-mel, with the lead-in rule."""
+    if logmel.cfg.lead_in_dbfs is None:
+        return logmel(samples)
+    return leadin.utterance_frames(logmel, samples, logmel.cfg.lead_in_dbfs, stack)
+
+
 @functools.lru_cache(maxsize=4)
 def tail_padding(samples: int) -> torch.Tensor:
     noise = np.random.default_rng(0).normal(0.0, 10 ** (TAIL_DBFS / 20), samples)
@@ -105,6 +123,7 @@ class LogMelExtractor:
     """The audio front end of a model (see models.frontend): one log-mel transform for many streams' windows."""
 
     Config = FeatureConfig
+    tokens = CHARACTERS  # a new model's default: a-z, apostrophe, word boundary
     medium = "audio"
     self_timed = False
     suffixes = AUDIO_SUFFIXES
@@ -114,6 +133,7 @@ class LogMelExtractor:
         self.logmel = LogMel(config)
         self.stack = stack
         self.dim = config.n_mels
+        self.feature_floor = math.log(config.log_floor)  # digital silence's log-mel value
         self.rate = config.sample_rate
         self.frame_seconds = config.frame_seconds
 
@@ -147,13 +167,19 @@ class LogMelFrontEnd:
         self.stack = extractor.stack
         self._pending = torch.zeros(0, cfg.n_mels)
         self._tail = tail_padding(extractor.tail_steps * self.stack * cfg.hop_length)
+        self.lead = None if cfg.lead_in_dbfs is None else leadin.LeadIn(
+            cfg.lead_in_dbfs, cfg.hop_length, self.stack)
 
     def cut(self, samples: np.ndarray, last: bool = False) -> torch.Tensor:
         """Converted audio cut into frames [n, win_length]; at the end, the tail padding too."""
         audio = torch.from_numpy(np.require(self.converter.accept(samples, last=last), requirements="W"))
         if last:
             audio = torch.cat([audio, self._tail])
-        return self.features.windows(audio)
+        if self.lead is None:
+            return self.features.windows(audio)
+        silent, audio = self.lead.cut(audio)
+        windows = self.features.windows(audio)
+        return torch.cat([windows.new_zeros(silent, windows.shape[1]), windows]) if silent else windows
 
     def steps(self, frames: torch.Tensor) -> torch.Tensor:
         """Log-mel frames -> the whole model steps now ready; frames short of a step wait for the next chunk."""
@@ -164,8 +190,11 @@ class LogMelFrontEnd:
         """The carried samples and frames (at most a window and a step: ~2 KB); None while soxr resamples."""
         if self.converter.resampling:
             return None
-        return {"samples": self.features._buffer.numpy().copy(), "frames": self._pending.numpy().copy()}
+        state = {"samples": self.features._buffer.numpy().copy(), "frames": self._pending.numpy().copy()}
+        return state if self.lead is None else {**state, "lead": self.lead.snapshot()}
 
     def restore(self, state: dict) -> None:
         self.features._buffer = torch.from_numpy(state["samples"].copy())
         self._pending = torch.from_numpy(state["frames"].copy())
+        if self.lead is not None:
+            self.lead.restore(state["lead"])

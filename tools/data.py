@@ -18,7 +18,7 @@ import soundfile as sf
 import soxr
 import torch
 
-from models.features import LogMel
+from models.features import LogMel, utterance_frames
 from models.tokens import Tokenizer, normalize_text
 
 from .augment import AugmentConfig, augment_audio, augment_features
@@ -125,11 +125,12 @@ class BatchStream(torch.utils.data.IterableDataset):
         bucket: int = 1,
         join_p: float = 0.0,
         join_pause_s: tuple[float, float] = (0.3, 3.0),
+        stack: int = 1,  # the model's frames per step (the lead-in rule, FeatureConfig.onset_floor_db)
     ):
         self.specs = sources
         self.logmel, self.tokenizer = logmel, tokenizer
         self.batch_size, self.seed, self.augment, self.start = batch_size, seed, augment, start
-        self.bucket, self.join_p, self.join_pause_s = bucket, join_p, join_pause_s
+        self.bucket, self.join_p, self.join_pause_s, self.stack = bucket, join_p, join_pause_s, stack
         self._sources = None
         self._pool: tuple[tuple[int, int], list[list[tuple[torch.Tensor, str]]]] | None = None
 
@@ -174,7 +175,7 @@ class BatchStream(torch.utils.data.IterableDataset):
         if self.augment is not None:
             audio = augment_audio(audio, rate, self.augment, rng)
         with torch.no_grad():
-            features = self.logmel(torch.from_numpy(np.ascontiguousarray(audio)))
+            features = utterance_frames(self.logmel, torch.from_numpy(np.ascontiguousarray(audio)), self.stack)
             if self.augment is not None:
                 features = augment_features(features, self.augment, rng)
         return features, normalize_text(text)

@@ -1,0 +1,75 @@
+"""The lead-in rule (models/leadin.py, ModelConfig.idle_lead_in): any length of digital silence before real speech
+gives the same words, and the rule keeps streaming exact."""
+
+from __future__ import annotations
+
+import dataclasses
+
+import numpy as np
+import pytest
+import soundfile as sf
+import torch
+from conftest import DATA, chunked
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from models.checkpoint import load_checkpoint
+from models.features import utterance_frames
+from models.frontend import extract
+from models.model import AcousticModel
+from stream.session import Recognizer
+from stream.transcribe import transcribe_array
+
+SETTINGS = settings(max_examples=8, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+# Two real recordings: the example (8 kHz telephone) and a dev phone number read on a laptop at 44.1 kHz.
+RECORDINGS = ["examples/phone-number-8k.wav", str(DATA / "phone-numbers-dev" / "audio" / "R_15Rh8IA5GvyzCIF.flac")]
+
+
+@pytest.fixture(scope="module")
+def ruled() -> Recognizer:
+    """The bundled digits model with the lead-in rule on (its own settings if it already has them)."""
+    ckpt = load_checkpoint("digits")
+    model = AcousticModel(dataclasses.replace(ckpt.model.cfg, idle_lead_in=True))
+    model.load_state_dict(ckpt.model.state_dict())
+    features = dataclasses.replace(ckpt.features, lead_in_dbfs=ckpt.features.lead_in_dbfs or -90.0)
+    return Recognizer(dataclasses.replace(ckpt, model=model.eval(), features=features))
+
+
+def _words(recognizer, audio, rate, chunk=0) -> list[tuple[str, float]]:
+    events = transcribe_array(recognizer, audio, rate, chunk=chunk)
+    return [(w.word, w.start) for e in events if e.type == "final" for w in e.words]
+
+
+@pytest.mark.parametrize("path", RECORDINGS)
+@SETTINGS
+@given(lead_s=st.floats(min_value=0.0, max_value=5.0), chunk=st.sampled_from([0, 1, 160, 4410, 12345]))
+def test_a_lead_in_of_silence_changes_no_word(ruled, path, lead_s, chunk):
+    audio, rate = sf.read(path, dtype="float32")
+    plain = _words(ruled, audio, rate)
+    led = _words(ruled, np.concatenate([np.zeros(round(lead_s * rate), np.float32), audio]), rate, chunk)
+    assert [w for w, _ in led] == [w for w, _ in plain] and plain
+    # the same times, counted from the stream's start: later by the lead-in, give or take a step
+    for (_, got), (_, want) in zip(led, plain):
+        assert abs(got - lead_s - want) <= 0.035
+
+
+@SETTINGS
+@given(lead=st.integers(min_value=0, max_value=3000), sizes=st.lists(st.integers(1, 3000), min_size=1, max_size=8))
+def test_the_rule_streams_exactly(ruled, lead, sizes):
+    """Any chunking gives the frames of the whole utterance under the rule (what training computes), and from the
+    sound on those are the frames of the recording without its lead-in, starting a model step."""
+    audio, rate = sf.read(DATA / "arctic-cathy" / "audio" / "arctic_a0001_1592748574.flac", dtype="float32")
+    extractor = ruled.extractor
+    assert rate == extractor.rate  # 16 kHz: no resampling between the samples and the frames
+    led = np.concatenate([np.zeros(lead, np.float32), audio])
+    fe = extractor.open(rate)
+    cuts = [fe.cut(c) for c in chunked(led, sizes)] + [fe.cut(np.zeros(0, np.float32), last=True)]
+    streamed = torch.cat([extract(extractor, [fe], [cut])[0] for cut in cuts])
+    whole = utterance_frames(extractor.logmel, torch.cat([torch.from_numpy(led), fe._tail]), extractor.stack)
+    whole = whole[: len(whole) // extractor.stack * extractor.stack]
+    torch.testing.assert_close(streamed, whole, atol=1e-4, rtol=1e-5)
+    first_sound = int((streamed == extractor.logmel.silence()).all(1).long().cumprod(0).sum())
+    assert first_sound % extractor.stack == 0
+    alone = utterance_frames(extractor.logmel, torch.from_numpy(audio), extractor.stack)
+    alone_sound = int((alone == extractor.logmel.silence()).all(1).long().cumprod(0).sum())
+    torch.testing.assert_close(streamed[first_sound : first_sound + 300], alone[alone_sound : alone_sound + 300])
