@@ -112,8 +112,8 @@ def depth(text: str) -> int:
     if text.count("[") + text.count("{") <= MAX_DEPTH:
         return 0  # too few brackets to nest deeper: the common case costs two counts
     level = top = 0
-    for c in _BRACKETS.findall(_STRING.sub("", text)):
-        level += 1 if c in "[{" else -1
+    for m in _BRACKETS.finditer(_STRING.sub("", text)):
+        level += 1 if m.group() in "[{" else -1
         if level > top:
             top = level
             if top > MAX_DEPTH:

@@ -48,6 +48,7 @@ from .protocol import Config, Eof, ProtocolError
 log = logging.getLogger(__name__)
 
 SWITCH_INTERVAL = 0.0001
+INGEST_SECONDS = 35.0  # a stream's input the ingest holds at most: 30 s buffered (overflow="drop") + 5 s for failover
 READ_AHEAD = 16  # frames read ahead of the handler, then TCP backpressure on that client alone (websockets' default)
 
 PEN_PATH = "/pen"  # where a second, pen model is served beside a speech model
@@ -68,7 +69,21 @@ class ServeOptions:
     max_unread: int = 200  # answers unsent past which a client is a slow reader if it stays so...
     slow_after: float = 5.0  # ...for this many seconds (a reading client drains a tick's batch in ms)
     max_unread_bytes: int = 1 << 20  # unsent answer text past which it is cut at once: the outbox's memory bound
+    # Messages read from one client a second, in bursts of as many (then it waits: TCP backpressure, nothing lost).
+    # Each costs the server ~50 us with its answer, so a client flooding 1-sample messages takes at most ~10% of
+    # a core; 1 ms messages still go at 2x real time, 100 ms messages at 200x.
+    message_rate: float = 2000.0
     tick: float = 0.04  # seconds between ticks at most once per: larger batches, ~tick/2 more latency
+
+
+def connection_bound(options: ServeOptions, rate: int = 16000) -> int:
+    """Bytes one connection may hold at most, its client sending audio at `rate` (README, "Memory"): frames read
+    ahead, its audio waiting for the hub and in the ingest (30 s, as float32, + 5 s kept for failover), its unsent
+    answers (~3x their text in objects), its config: 22 MiB at 8 kHz, 24 MiB at 16 kHz, 29 MiB at 48 kHz (16 of
+    them the read-ahead, full only while the event loop falls behind); a client reading and keeping up holds
+    well under 1 MB."""
+    audio = int((options.max_queued + INGEST_SECONDS) * rate * 4) + options.max_message
+    return READ_AHEAD * options.max_message + audio + 3 * options.max_unread_bytes + 4 * protocol.MAX_TEXT
 
 
 @dataclass(eq=False)
@@ -216,6 +231,7 @@ class Connection:
         self.unsent = self.unsent_bytes = 0  # answers in the outbox (and in ws.send), and their characters
         self.over_since: float | None = None  # when `unsent` went over max_unread, while it stays over
         self.slow = False
+        self.allowance, self.last = server.options.message_rate, time.monotonic()  # the message rate's bucket
         self.closing: asyncio.Future | None = None  # the close of a client cut off for reading too slowly
 
     async def run(self) -> None:
@@ -242,6 +258,10 @@ class Connection:
             except ConnectionClosed:
                 return
             mark = time.monotonic()
+            self.allowance = min(self.options.message_rate, self.allowance + (mark - self.last) * self.options.message_rate) - 1
+            self.last = mark
+            if self.allowance < 0:
+                await asyncio.sleep(-self.allowance / self.options.message_rate)
             try:
                 self._message(message, mark)
             except ProtocolError as e:
