@@ -146,6 +146,17 @@ def test_words_whose_ink_cannot_hold_their_label_are_left_out_of_training():
     assert not unipen.misaligned("1a").any()  # a single character of 2 points (a '1') is real ink
 
 
+def test_the_contributor_split_holds_out_writers_of_every_contributor():
+    from tools import unipen
+
+    plain, by = unipen.split_writers(0), unipen.split_writers(0, by_contributor=True)
+    assert plain < by  # the bundled model's held-out writers stay held out, so both models are judged on them
+    contributors = {unipen.contributor(w) for w in unipen.writers()}
+    assert {unipen.contributor(w) for w in by} == contributors
+    assert not {unipen.contributor(w) for w in plain} >= contributors  # a random draw missed some
+    assert len(by) < 0.15 * len(unipen.writers())
+
+
 # ---------------------------------------------------------------------------------------------- front end
 
 

@@ -49,9 +49,10 @@ class WordsSource:
     of the items) 2 to `max_words` words of one writer side by side with word spaces, as a line is written."""
 
     def __init__(self, seed: int = 0, category: str = "7", max_words: int = 1, single_p: float = 1.0,
-                 root: str | None = None):
+                 root: str | None = None, by_contributor: bool = False):
         self.category, self.root, self.max_words, self.single_p = category, root, max_words, single_p
-        self.index = unipen.indices(category, unipen.split_writers(seed, root=root), True, root)
+        held = unipen.split_writers(seed, root=root, by_contributor=by_contributor)
+        self.index = unipen.indices(category, held, True, root)
         writers = unipen.load_category(category, root).writers[self.index]
         self.by_writer = {w: self.index[writers == w] for w in np.unique(writers)}
 
@@ -74,8 +75,8 @@ class CharsSource:
     joined: half of the items are a single character, as the isolated-character fields are read."""
 
     def __init__(self, seed: int = 0, categories: tuple = ("1a", "1b", "1c"), max_chars: int = 6,
-                 single_p: float = 0.5, space_p: float = 0.15, root: str | None = None):
-        held = unipen.split_writers(seed, root=root)
+                 single_p: float = 0.5, space_p: float = 0.15, root: str | None = None, by_contributor: bool = False):
+        held = unipen.split_writers(seed, root=root, by_contributor=by_contributor)
         self.root, self.max_chars, self.single_p, self.space_p = root, max_chars, single_p, space_p
         self.by_writer = []  # (category, indices of one writer)
         for cat in categories:
