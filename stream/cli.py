@@ -15,11 +15,15 @@ from models.errors import one_line
 
 from .batch.sinks import BATCH_FORMATS, OutputError, output_directory, write_file
 from .cli_options import add_model_args, add_number, positive_int  # noqa: F401  (positive_int: the tools' import)
-from .errors import report
-from .formats import FORMATS
+from .errors import report as _report
+from .formats import FORMATS, printable
 
 # 500 clients on 2 cores: 2 children p95 279 ms, 1 child 4.7 s (BENCHMARKS.md, issue 16); a child costs ~125 MB (PSS).
 SERVE_PROCESSES = min(os.cpu_count() or 1, 4)
+
+
+def report(message: object, kind: str = "error") -> None:
+    _report(printable(str(message)), kind)  # one line whatever a file name holds (a newline, bytes not UTF-8)
 
 
 def checkpoint_and_options(args: argparse.Namespace, device: str | None = "cpu"):
@@ -50,8 +54,7 @@ def cmd_transcribe(args: argparse.Namespace) -> int:
     from .formats import render
     from .transcribe import transcribe_file
 
-    to_files = args.output_dir and args.format != "text"
-    out_dir = output_directory(args.output_dir) if to_files else None  # before the model: a bad place fails fast
+    out_dir = output_directory(args.output_dir) if args.output_dir and args.format != "text" else None  # fails fast
     recognizer = load_recognizer(args)
     failed = 0
     for path in args.paths:

@@ -20,21 +20,23 @@ def timestamp(seconds: float, sep: str = ".", hours: bool = True) -> str:
 
 
 def printable(text: str) -> str:
-    """`text` as UTF-8 can hold it: a file name that is not UTF-8 comes from the OS with each undecodable byte 0xXY
-    as the lone surrogate U+DCXY (PEP 383), which no UTF-8 stream can write; it is shown as the escape `\\udcXY`,
-    which is also JSON's escape of that character."""
-    if text.isascii():
-        return text
-    try:
-        text.encode("utf-8")
-        return text
-    except UnicodeEncodeError:
-        return text.encode("utf-8", "backslashreplace").decode("utf-8")
+    """`text` on one line that any UTF-8 stream can write: each character that is not printable (a newline or other
+    control character in a file name, U+2028, and the lone surrogate U+DCXY that stands for a byte 0xXY of a name
+    that is not UTF-8, PEP 383) is shown as its `\\uXXXX` escape, which is also JSON's escape of that character."""
+    return text if text.isprintable() else "".join(c if c.isprintable() else _escape(c) for c in text)
+
+
+def _escape(c: str) -> str:
+    n = ord(c)
+    if n < 0x10000:
+        return f"\\u{n:04x}"
+    n -= 0x10000  # past the BMP: JSON's UTF-16 pair
+    return f"\\u{0xD800 + (n >> 10):04x}\\u{0xDC00 + (n & 0x3FF):04x}"
 
 
 def json_line(obj: object) -> str:
-    """One JSON line, non-ASCII text as it is; a name that is not UTF-8 keeps its bytes as `\\udcXY` escapes, so
-    `os.fsencode(json.loads(line)["path"])` is the name's bytes again (the rerun of a batch finds it)."""
+    """One JSON line, printable non-ASCII text as it is; a name that is not UTF-8 keeps its bytes as `\\udcXY`
+    escapes, so `os.fsencode(json.loads(line)["path"])` is the name's bytes again (the rerun of a batch finds it)."""
     return printable(json.dumps(obj, ensure_ascii=False))
 
 

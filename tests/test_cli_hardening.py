@@ -30,6 +30,7 @@ from stream.batch import sinks
 from stream.batch.inputs import expand_inputs
 from stream.batch.sinks import OutputError, open_sink, output_directory
 from stream.cli import build_parser, main
+from stream.formats import printable
 
 FUZZ = settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 CLIPS = sorted(FSDD.glob("*_jackson_0.wav"))[:5]
@@ -172,6 +173,14 @@ def test_numeric_options_take_only_finite_values_in_range(option, text, capsys):
 # 7. output places
 
 
+def test_an_output_that_is_someone_elses_file_is_left_as_it_is(tmp_path, capsys):
+    clip = tmp_path / "clip.wav"
+    clip.write_bytes(CLIPS[0].read_bytes())
+    code, _, err = run(capsys, "batch", str(CLIPS[1]), "--output", str(clip), "--in-process", "--model", "digits")
+    assert code == 1 and "not a batch output" in one_error_line(err, str(clip))
+    assert clip.read_bytes() == CLIPS[0].read_bytes()  # not cut after its last newline byte, not appended to
+
+
 @pytest.mark.parametrize("argv", [
     ["batch", str(CLIPS[0]), "--output", "/proc/x/o.jsonl", "--in-process"],
     ["batch", str(CLIPS[0]), "--output", "{tmp}", "--in-process"],
@@ -199,8 +208,8 @@ def test_any_output_path_opens_or_is_an_output_error(under_proc, parts, fmt, tmp
     path = os.path.join(base, *parts)
     try:
         sink = open_sink(path, fmt)
-    except OutputError as e:
-        assert "\n" not in str(e) and str(e).startswith(base), e
+    except OutputError as e:  # (the name may hold a newline: printed, it is escaped, as the next test shows)
+        assert str(e).startswith(base) and len(printable(str(e)).splitlines()) == 1, e
         return
     assert not under_proc
     sink.close()
@@ -214,7 +223,19 @@ def test_any_input_path_is_a_file_or_a_one_line_error(parts, tmp_path):
     item = os.path.join(str(tmp_path), *parts)
     expanded = expand_inputs([item, str(CLIPS[0])])
     assert expanded.paths[-1] == str(CLIPS[0])
-    assert all("\n" not in why and why.startswith(item) for why in expanded.errors.values())
+    assert all(why.startswith(item) and len(printable(why).splitlines()) == 1 for why in expanded.errors.values())
+
+
+@pytest.mark.parametrize("name", ["a\nrnnstream: error: forged.wav", "b\u2028.wav", "c\x1b[2J.wav"])
+def test_a_name_with_a_newline_or_control_character_is_one_line_everywhere(name, tmp_path, capsys):
+    bad = tmp_path / name
+    bad.write_bytes(b"not audio at all")
+    code, _, err = run(capsys, "transcribe", str(bad), "--model", "digits")
+    assert code == 1 and len(err.splitlines()) == 2 and "\x1b" not in err, err  # the file's line, and the count
+    assert err.startswith("rnnstream: error: ") and "not readable audio" in err.splitlines()[0]
+    code, _, err = run(capsys, "batch", str(bad), "--output", str(tmp_path / name / "o.jsonl"), "--model", "digits")
+    assert code == 1
+    one_error_line(err, "cannot write")
 
 
 # ---------------------------------------------------------------------------------------------

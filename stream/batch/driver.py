@@ -25,6 +25,7 @@ from models.errors import InputError, one_line
 from models.frontend import Extractor
 
 from ..errors import report
+from ..formats import printable
 from ..ingest import Ingest, PipelineFailed
 from ..pipeline import Pipeline, PipelineSpec
 from ..transcribe import Transcript
@@ -249,7 +250,7 @@ class _Run:
         if transcript is None:
             summary.failed += 1
             if self.errors is not None:
-                report(error, file=self.errors)
+                report(printable(str(error)), file=self.errors)  # one line whatever a file name holds
         else:
             summary.transcribed += 1
         if self.bar is not None:

@@ -160,12 +160,13 @@ def _recover(path: Path, outputs: list[str] | None = None) -> set[str]:
         st = path.stat()
     except FileNotFoundError:
         return set()
-    except (OSError, ValueError) as e:
-        raise _failed(path, "read", e) from None
+    except (OSError, ValueError) as e:  # (a name too long, a file where a directory should be: nothing can go there)
+        raise _failed(path, "write", e) from None
     if not stat.S_ISREG(st.st_mode):
         return set()
     done: set[str] = set()
     try:
+        _ours_or_refuse(path)
         whole = _read_records(path, done, outputs)
         if whole < st.st_size:
             with open(path, "r+b") as f:
@@ -173,6 +174,18 @@ def _recover(path: Path, outputs: list[str] | None = None) -> set[str]:
     except OSError as e:
         raise _failed(path, "read", e) from None
     return done
+
+
+RECORD_START = b'{"path": '  # how every line the sinks write begins
+
+
+def _ours_or_refuse(path: Path) -> None:
+    """A file that does not begin as the sinks' lines do is someone else's (`--output clip.wav`): it is neither
+    truncated nor appended to. (A first line cut short by a crash still begins as one.)"""
+    with open(path, "rb") as f:
+        head = f.read(len(RECORD_START))
+    if not RECORD_START.startswith(head):
+        raise OutputError(f"{path}: not a batch output (it does not begin with a JSON record); nothing was written")
 
 
 def _read_records(path: Path, done: set[str], outputs: list[str] | None) -> int:
