@@ -9,6 +9,7 @@ audio reader. Commands run in process through `main(argv)`; a child process only
 from __future__ import annotations
 
 import argparse
+import functools
 import io
 import json
 import math
@@ -224,6 +225,24 @@ def test_any_input_path_is_a_file_or_a_one_line_error(parts, tmp_path):
     expanded = expand_inputs([item, str(CLIPS[0])])
     assert expanded.paths[-1] == str(CLIPS[0])
     assert all(why.startswith(item) and len(printable(why).splitlines()) == 1 for why in expanded.errors.values())
+
+
+@settings(max_examples=25, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(parts=PATH_PARTS)
+def test_transcribe_of_any_path_is_one_line_per_file(parts, tmp_path, capsys, recognizer):
+    path = os.path.join(str(tmp_path), *parts)
+    code, out, err = run(capsys, "transcribe", path, str(CLIPS[0]), "--model", "digits")
+    assert code == 1 and out.strip() == recognizer_text(recognizer), (out, err)  # the good file is still transcribed
+    lines = err.splitlines()
+    assert len(lines) == 2 and lines[0].startswith(f"rnnstream: error: {printable(path)[:30]}"), err
+    assert lines[1] == "rnnstream: 1 of 2 files failed"
+
+
+@functools.cache
+def recognizer_text(recognizer) -> str:
+    from stream.transcribe import transcribe_file
+
+    return f"{CLIPS[0]}: {transcribe_file(recognizer, CLIPS[0]).text}"
 
 
 @pytest.mark.parametrize("name", ["a\nrnnstream: error: forged.wav", "b\u2028.wav", "c\x1b[2J.wav"])
