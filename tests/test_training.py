@@ -275,3 +275,10 @@ def test_unnormalized_ctc_has_the_exact_gradient():
     early[:, :2, 1:] = True
     unnormalized_ctc(barred.masked_fill(early, -math.inf), targets, steps, lengths).backward()
     assert barred.grad.isfinite().all() and (barred.grad[early] == 0).all()
+
+
+def test_set_reaches_into_lists_and_refuses_places_that_are_not_there():
+    cfg = load_config(REPO / "configs" / "digits_so762.yaml", ["data.train.1.path=/corpus/manifest.jsonl", "train.steps=7"])
+    assert cfg["data"]["train"][1]["path"] == "/corpus/manifest.jsonl" and cfg["train"]["steps"] == 7
+    with pytest.raises(ValueError, match="not a place"):
+        load_config(REPO / "configs" / "digits_so762.yaml", ["data.train.9.root=/x"])

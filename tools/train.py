@@ -76,15 +76,19 @@ class DataConfig:
 
 
 def load_config(path: str | Path, overrides: list[str] = ()) -> dict:
-    """YAML config with `a.b=value` overrides (values parsed as YAML)."""
+    """YAML config with `a.b=value` overrides (values parsed as YAML); a number indexes a list, so
+    `data.train.0.root=PATH` points the first data source at a corpus."""
     cfg = yaml.safe_load(Path(path).read_text())
     for item in overrides:
         key, value = item.split("=", 1)
         node = cfg
         *parents, leaf = key.split(".")
-        for p in parents:
-            node = node.setdefault(p, {})
-        node[leaf] = yaml.safe_load(value)
+        try:
+            for p in parents:
+                node = node[int(p)] if isinstance(node, list) else node.setdefault(p, {})
+            node[int(leaf) if isinstance(node, list) else leaf] = yaml.safe_load(value)
+        except (IndexError, ValueError, TypeError, AttributeError):
+            raise ValueError(f"--set {item}: {key} is not a place in {path}") from None
     return cfg
 
 
