@@ -126,6 +126,9 @@ class GreedyDecoder:
         return hyp
 
 
+_LOG_FLOOR = math.log(1e-12)  # a token's confidence floor (as _words)
+
+
 class BeamDecoder:
     """flashlight's CTC beam search (models.lm builds it, its LM and lexicon shared per process), stepped
     incrementally per utterance."""
@@ -147,7 +150,7 @@ class BeamDecoder:
         if parts.trie is not None:
             self._end = torch.full((len(tokenizer.tokens),), -1e4)
             self._end[tokenizer.boundary] = 0.0
-        self._log_probs: list[torch.Tensor] = []  # of the utterance, joined into one at each partial
+        self._log_probs = np.zeros((0, len(tokenizer.tokens)), dtype=np.float32)  # of the utterance, grown x2
         self._steps = 0  # their length
         self._first_step = 0
         self._started = False
@@ -164,8 +167,13 @@ class BeamDecoder:
             self._first_step, self._started = first_step, True
         if len(log_probs):
             log_probs = log_probs.to(torch.float32).contiguous()
-            self._log_probs.append(log_probs)
-            self._steps += len(log_probs)
+            end = self._steps + len(log_probs)
+            if end > len(self._log_probs):  # (a partial used to join the utterance's chunks anew: 50 us a call)
+                grown = np.zeros((max(2 * len(self._log_probs), end, 64), log_probs.shape[1]), dtype=np.float32)
+                grown[: self._steps] = self._log_probs[: self._steps]
+                self._log_probs = grown
+            self._log_probs[self._steps : end] = log_probs.numpy()
+            self._steps = end
             fed = log_probs if self._bonus is None else log_probs + self._bonus
             self._decoder.decode_step(fed.data_ptr(), len(fed), fed.shape[1])
 
@@ -184,34 +192,41 @@ class BeamDecoder:
         self._decoder.decode_end()
         results = self._decoder.get_all_final_hypothesis()
         hyp = self._hypothesis(results[0]) if results else Hypothesis()
-        self._log_probs, self._steps, self._started = [], 0, False
+        self._steps, self._started = 0, False
         return hyp
 
     def _hypothesis(self, result) -> Hypothesis:
         # result.tokens is the frame-level path with a sentinel at each end. Called for every partial of every
-        # stream, so in numpy: per token emitted, not per step (Python per step cost 180 us a partial at 270 steps).
-        path = np.asarray(result.tokens[1 : 1 + self._steps], dtype=np.int64)
-        steps = np.flatnonzero(path != self.tokenizer.blank)
-        if not len(steps):
-            return Hypothesis()
-        if len(self._log_probs) > 1:
-            self._log_probs = [torch.cat(self._log_probs)]
-        tokens = path[steps]
-        probs = self._log_probs[0].numpy()[steps, tokens]
-        # a token goes on (one emission) while the step before holds the same token, no blank between
-        new = np.ones(len(steps), dtype=bool)
-        new[1:] = (steps[1:] != steps[:-1] + 1) | (tokens[1:] != tokens[:-1])
-        starts = np.flatnonzero(new)
-        ends = np.append(starts[1:], len(steps)) - 1
-        peaks = torch.from_numpy(np.maximum.reduceat(probs, starts)).exp().tolist()  # torch's exp, as before
-        first = self._first_step
-        emissions = [_Emission(int(k), first + int(a), first + int(b), float(q))
-                     for k, a, b, q in zip(tokens[starts], steps[starts], steps[ends], peaks)]
-        hyp = _words(emissions, self.tokenizer, self.step_seconds)
-        if self._vocabulary is not None:
-            words = [w for w in hyp.words if w.word in self._vocabulary]
-            hyp = Hypothesis(" ".join(w.word for w in words), words)
-        return hyp
+        # stream: Python per token emitted, not per step (per step cost 180 us a partial at 270 steps; numpy's
+        # small-array calls per partial, 200 us at 330 steps and 35 tokens, more than this loop).
+        path = result.tokens[1 : 1 + self._steps]
+        blank, boundary, first, lp = self.tokenizer.blank, self.tokenizer.boundary, self._first_step, self._log_probs
+        words: list[Word] = []
+        current: list[list] = []  # the open word's emissions: [token, first step, last step, peak log-probability]
+
+        def close() -> None:
+            if current:
+                text = "".join(self.tokenizer.tokens[e[0]] for e in current)
+                if self._vocabulary is None or text in self._vocabulary:
+                    conf = math.exp(sum(max(e[3], _LOG_FLOOR) for e in current) / len(current))
+                    start, end = (current[0][1] + first) * self.step_seconds, (current[-1][2] + first + 1) * self.step_seconds
+                    words.append(Word(text, round(start, 3), round(end, 3), conf))
+                current.clear()
+
+        prev_token, prev_step = blank, -2
+        for i in [i for i, k in enumerate(path) if k != blank]:
+            k = path[i]
+            if k == prev_token and i == prev_step + 1:  # the same emission goes on
+                if k != boundary:
+                    e = current[-1]
+                    e[2], e[3] = i, max(e[3], float(lp[i, k]))
+            elif k == boundary:
+                close()
+            else:
+                current.append([k, i, i, float(lp[i, k])])
+            prev_token, prev_step = k, i
+        close()
+        return Hypothesis(" ".join(w.word for w in words), words)
 
 
 class RestrictedDecoder:

@@ -35,7 +35,7 @@ LM_NAMES = ("words", "chars")
 # writers (tools/eval_ink.py --tune) and reported on the other half (BENCHMARKS.md).
 TUNED = {
     "chars": {"beam": 8, "beam_tokens": 6, "lm_weight": 0.8, "token_score": 2.0},
-    "words": {"beam": 16, "beam_tokens": 8, "lm_weight": 1.0, "word_score": 0.0, "unk_score": -10.0},
+    "words": {"beam": 16, "beam_tokens": 8, "lm_weight": 0.5, "word_score": 0.0, "unk_score": -3.0},
 }
 
 
