@@ -9,12 +9,12 @@ from __future__ import annotations
 
 import math
 import string
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 import numpy as np
 import torch
 
-from .lm import lexicon_file, make_search, write_lexicon  # noqa: F401 (lexicon helpers: used from here)
+from .lm import LM_NAMES, lexicon_file, make_search, write_lexicon  # noqa: F401 (lexicon helpers: used from here)
 from .tokens import Tokenizer
 
 
@@ -285,10 +285,13 @@ class RestrictedDecoder:
 def make_decoder(
     tokenizer: Tokenizer, step_seconds: float, options: DecodeOptions
 ) -> GreedyDecoder | BeamDecoder | RestrictedDecoder:
+    restricted = options.charset is not None and CHARSETS.get(options.charset, "") is not None
+    if restricted and options.lm in LM_NAMES:  # an English LM reads words, not a field of digits or letters
+        options = replace(options, lm=None, beam=0, beam_tokens=0, token_score=0.0)
     if options.beam > 0:
         decoder: GreedyDecoder | BeamDecoder = BeamDecoder(tokenizer, step_seconds, options)
     else:
         decoder = GreedyDecoder(tokenizer, step_seconds)
-    if options.charset is None or CHARSETS.get(options.charset, "") is None:  # "all": nothing to restrict
+    if not restricted:  # (None or "all": nothing to restrict)
         return decoder
     return RestrictedDecoder(decoder, tokenizer, options.charset)

@@ -6,6 +6,7 @@ charset field)."""
 from __future__ import annotations
 
 import math
+from dataclasses import replace
 
 import pytest
 import torch
@@ -112,7 +113,7 @@ def test_lm_is_on_for_words_and_off_for_a_charset_stream(reader):
     """The handwriting model's streams read words with the English LM; a --charset field reads without it (greedy,
     restricted), and asking for both is an error; a speech model gets no LM."""
     from models.checkpoint import load_checkpoint
-    from models.decoding import RestrictedDecoder
+    from models.decoding import GreedyDecoder, RestrictedDecoder
     from stream.options import lm_choice, resolve_options
 
     pen = reader.ckpt
@@ -120,6 +121,8 @@ def test_lm_is_on_for_words_and_off_for_a_charset_stream(reader):
     digits = resolve_options(pen, charset="digits")
     assert digits.lm is None and digits.beam == 0 and digits.charset == "digits"
     assert isinstance(make_decoder(reader.tokenizer, reader.step_seconds, digits), RestrictedDecoder)
+    field = make_decoder(reader.tokenizer, reader.step_seconds, replace(resolve_options(pen), charset="upper"))
+    assert isinstance(field.decoder, GreedyDecoder)  # a charset set later (Recognizer.with_options) drops it too
     assert resolve_options(pen, lm="none").lm is None
     assert resolve_options(pen, lm="words").lm == "words"
     with pytest.raises(ValueError, match="charset"):
