@@ -100,7 +100,7 @@ def halves(held: set[str], seed: int = 0) -> tuple[set[str], set[str]]:
     return {names[i] for i in order[: len(names) // 2]}, {names[i] for i in order[len(names) // 2 :]}
 
 
-# What --tune tries per LM (the grid's product; beam and beam_tokens fixed per row below)
+# What --tune tries per LM: every combination of these values
 GRID = {
     "chars": {"lm_weight": (0.3, 0.5, 0.8, 1.2), "token_score": (0.5, 1.0, 2.0, 3.0), "beam": (8, 16),
               "beam_tokens": (6,)},
