@@ -14,7 +14,7 @@ from models.checkpoint import CheckpointError
 from models.errors import one_line
 
 from .batch.sinks import BATCH_FORMATS, OutputError, output_directory, write_file
-from .cli_options import add_model_args, add_number, positive_int  # noqa: F401  (positive_int: the tools' import)
+from .cli_options import add_model_args, add_number, checkpoint_and_options, positive_int  # noqa: F401  (the tools' imports)
 from .errors import report as _report
 from .formats import FORMATS, printable
 
@@ -24,17 +24,6 @@ SERVE_PROCESSES = min(os.cpu_count() or 1, 4)
 
 def report(message: object, kind: str = "error") -> None:
     _report(printable(str(message)), kind)  # one line whatever a file name holds (a newline, bytes not UTF-8)
-
-
-def checkpoint_and_options(args: argparse.Namespace, device: str | None = "cpu"):
-    """The model, loaded once, and the decoding the flags ask for on top of its recommendation."""
-    from models.checkpoint import load_checkpoint
-
-    from .options import resolve_options
-    from .session import default_device
-
-    checkpoint = load_checkpoint(args.model, device or default_device())
-    return checkpoint, resolve_options(checkpoint, beam=args.beam, lexicon=args.lexicon, lm=args.lm, charset=args.charset)
 
 
 def load_recognizer(args: argparse.Namespace):

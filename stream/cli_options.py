@@ -48,6 +48,15 @@ def existing_file(text: str) -> str:
     return text
 
 
+def lm_argument(text: str) -> str:
+    from .options import lm_choice
+
+    try:
+        return lm_choice(text)
+    except ValueError as e:
+        raise argparse.ArgumentTypeError(str(e)) from None
+
+
 def lexicon_file(text: str) -> str:
     return text if text == "none" else existing_file(text)
 
@@ -60,7 +69,25 @@ def add_model_args(p: argparse.ArgumentParser) -> None:
     add_number(p, "--beam", int, 0, 1024, "beam width; 0 = greedy (default: what the model recommends; 16 with --lexicon/--lm)")
     p.add_argument("--lexicon", type=lexicon_file,
                    help="lexicon file for beam search (words the output may contain); 'none': no lexicon")
-    p.add_argument("--lm", type=existing_file, help="KenLM language model for beam search")
+    p.add_argument("--lm", type=lm_argument,
+                   help="language model: chars (English characters: a pen model's default for words), words (English "
+                        "lexicon + word LM), none, or a KenLM/ARPA file; not with --charset")
     p.add_argument("--compute-device", default=None, help="torch device for the model (default: cuda if present)")
     p.add_argument("--charset", choices=list(CHARSETS),
                    help="the only characters the output may hold (fields of digits or letters; default: all)")
+
+
+def checkpoint_and_options(args: argparse.Namespace, device: str | None = "cpu"):
+    """The model, loaded once, and the decoding the flags ask for on top of its recommendation."""
+    from models.checkpoint import load_checkpoint
+
+    from .errors import report
+    from .options import resolve_options
+    from .session import default_device
+
+    checkpoint = load_checkpoint(args.model, device or default_device())
+    try:
+        return checkpoint, resolve_options(checkpoint, beam=args.beam, lexicon=args.lexicon, lm=args.lm, charset=args.charset)
+    except ValueError as e:  # options that do not go together (--lm with --charset): a usage error
+        report(str(e))
+        raise SystemExit(2) from None

@@ -32,3 +32,6 @@ if ! cmp -s requirements.lock .venv/.installed-lock; then
     cp requirements.lock .venv/.installed-lock
 fi
 .venv/bin/pip install -q --no-deps -e .
+# The handwriting model's English LMs (models/lm.py), built once into the user's cache (~25 s of one core), so the
+# first pen stream does not wait for them.
+.venv/bin/python -m tools.build_lm >/dev/null
