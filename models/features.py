@@ -44,6 +44,11 @@ class FeatureConfig:
     # framed but become silence frames, whole steps of them, so the sound starts a frame and a step whatever came
     # before it. -90 dBFS: one step of 16-bit audio (-90.3 dBFS) is still digital silence.
     lead_in_dbfs: float | None = None
+    lead_in_gate_dbfs: float | None = None  # with the rule, sound is also a 25 ms window over this RMS (faint noise is not)
+    lead_in_preroll: float = 0.2  # seconds kept before the gate's window: a word's soft start ("f", "s", "th")
+    # seconds a stream waits for the gate after its first sound (then all since that is framed at once): a talker
+    # too quiet for the gate is read late, never lost; a waiting stream holds at most this much audio
+    lead_in_max_wait: float = 8.0
 
     @property
     def frame_seconds(self) -> float:
@@ -110,7 +115,10 @@ def utterance_frames(logmel: LogMel, samples: torch.Tensor, stack: int) -> torch
     """A whole utterance's frames as a stream of it gives them (training): the log-mel, with the lead-in rule."""
     if logmel.cfg.lead_in_dbfs is None:
         return logmel(samples)
-    return leadin.utterance_frames(logmel, samples, logmel.cfg.lead_in_dbfs, stack)
+    cfg = logmel.cfg
+    return leadin.utterance_frames(logmel, samples, cfg.lead_in_dbfs, cfg.lead_in_gate_dbfs,
+                                   round(cfg.lead_in_preroll * cfg.sample_rate), stack,
+                                   round(cfg.lead_in_max_wait * cfg.sample_rate))
 
 
 @functools.lru_cache(maxsize=4)
@@ -168,7 +176,8 @@ class LogMelFrontEnd:
         self._pending = torch.zeros(0, cfg.n_mels)
         self._tail = tail_padding(extractor.tail_steps * self.stack * cfg.hop_length)
         self.lead = None if cfg.lead_in_dbfs is None else leadin.LeadIn(
-            cfg.lead_in_dbfs, cfg.hop_length, self.stack)
+            cfg.lead_in_dbfs, cfg.lead_in_gate_dbfs, round(cfg.lead_in_preroll * cfg.sample_rate), cfg.win_length,
+            cfg.hop_length, self.stack, round(cfg.lead_in_max_wait * cfg.sample_rate))
 
     def cut(self, samples: np.ndarray, last: bool = False) -> torch.Tensor:
         """Converted audio cut into frames [n, win_length]; at the end, the tail padding too."""
@@ -177,7 +186,7 @@ class LogMelFrontEnd:
             audio = torch.cat([audio, self._tail])
         if self.lead is None:
             return self.features.windows(audio)
-        silent, audio = self.lead.cut(audio)
+        silent, audio = self.lead.cut(audio, last)
         windows = self.features.windows(audio)
         return torch.cat([windows.new_zeros(silent, windows.shape[1]), windows]) if silent else windows
 

@@ -25,14 +25,18 @@ SETTINGS = settings(max_examples=8, deadline=None, suppress_health_check=[Health
 RECORDINGS = ["examples/phone-number-8k.wav", str(DATA / "phone-numbers-dev" / "audio" / "R_15Rh8IA5GvyzCIF.flac")]
 
 
-@pytest.fixture(scope="module")
-def ruled() -> Recognizer:
-    """The bundled digits model with the lead-in rule on (its own settings if it already has them)."""
+def _ruled(**features) -> Recognizer:
+    """The bundled digits model with the lead-in rule on (these feature settings over its own)."""
     ckpt = load_checkpoint("digits")
     model = AcousticModel(dataclasses.replace(ckpt.model.cfg, idle_lead_in=True))
     model.load_state_dict(ckpt.model.state_dict())
-    features = dataclasses.replace(ckpt.features, lead_in_dbfs=ckpt.features.lead_in_dbfs or -90.0)
+    features = dataclasses.replace(ckpt.features, **{"lead_in_dbfs": -90.0, **features})
     return Recognizer(dataclasses.replace(ckpt, model=model.eval(), features=features))
+
+
+@pytest.fixture(scope="module")
+def ruled() -> Recognizer:
+    return _ruled(lead_in_gate_dbfs=-45.0)
 
 
 def _words(recognizer, audio, rate, chunk=0) -> list[tuple[str, float]]:
@@ -42,26 +46,35 @@ def _words(recognizer, audio, rate, chunk=0) -> list[tuple[str, float]]:
 
 @pytest.mark.parametrize("path", RECORDINGS)
 @SETTINGS
-@given(lead_s=st.floats(min_value=0.0, max_value=5.0), chunk=st.sampled_from([0, 1, 160, 4410, 12345]))
-def test_a_lead_in_of_silence_changes_no_word(ruled, path, lead_s, chunk):
+@given(lead_s=st.floats(min_value=0.0, max_value=5.0), noise_dbfs=st.sampled_from([None, -50.0, -60.0]),
+       chunk=st.sampled_from([0, 1, 160, 4410, 12345]))
+def test_a_lead_in_of_silence_or_faint_noise_changes_no_word(ruled, path, lead_s, noise_dbfs, chunk):
     audio, rate = sf.read(path, dtype="float32")
     plain = _words(ruled, audio, rate)
-    led = _words(ruled, np.concatenate([np.zeros(round(lead_s * rate), np.float32), audio]), rate, chunk)
+    lead = np.zeros(round(lead_s * rate), np.float32)
+    if noise_dbfs is not None:
+        lead += np.random.default_rng(0).standard_normal(len(lead)).astype(np.float32) * np.float32(10 ** (noise_dbfs / 20))
+    led = _words(ruled, np.concatenate([lead, audio]), rate, chunk)
     assert [w for w, _ in led] == [w for w, _ in plain] and plain
     # the same times, counted from the stream's start: later by the lead-in, give or take a step
     for (_, got), (_, want) in zip(led, plain):
         assert abs(got - lead_s - want) <= 0.035
 
 
+@pytest.mark.parametrize("features", [{}, {"lead_in_gate_dbfs": -45.0}, {"lead_in_gate_dbfs": -45.0, "lead_in_max_wait": 0.5}])
 @SETTINGS
-@given(lead=st.integers(min_value=0, max_value=3000), sizes=st.lists(st.integers(1, 3000), min_size=1, max_size=8))
-def test_the_rule_streams_exactly(ruled, lead, sizes):
+@given(lead=st.integers(min_value=0, max_value=3000), noise=st.booleans(), quiet=st.booleans(),
+       sizes=st.lists(st.integers(1, 3000), min_size=1, max_size=8))
+def test_the_rule_streams_exactly(features, lead, noise, quiet, sizes):
     """Any chunking gives the frames of the whole utterance under the rule (what training computes), and from the
-    sound on those are the frames of the recording without its lead-in, starting a model step."""
+    sound on those are the frames of the recording without its lead-in, starting a model step. A talker under the
+    gate (`quiet`: -40 dB) is framed from the first sound once the wait is over."""
+    extractor = _extractor(**features)
     audio, rate = sf.read(DATA / "arctic-cathy" / "audio" / "arctic_a0001_1592748574.flac", dtype="float32")
-    extractor = ruled.extractor
     assert rate == extractor.rate  # 16 kHz: no resampling between the samples and the frames
-    led = np.concatenate([np.zeros(lead, np.float32), audio])
+    audio = audio * np.float32(0.01 if quiet else 1.0)
+    pad = np.random.default_rng(1).standard_normal(lead).astype(np.float32) * np.float32(3e-4 if noise else 0.0)
+    led = np.concatenate([pad, audio])
     fe = extractor.open(rate)
     cuts = [fe.cut(c) for c in chunked(led, sizes)] + [fe.cut(np.zeros(0, np.float32), last=True)]
     streamed = torch.cat([extract(extractor, [fe], [cut])[0] for cut in cuts])
@@ -70,6 +83,12 @@ def test_the_rule_streams_exactly(ruled, lead, sizes):
     torch.testing.assert_close(streamed, whole, atol=1e-4, rtol=1e-5)
     first_sound = int((streamed == extractor.logmel.silence()).all(1).long().cumprod(0).sum())
     assert first_sound % extractor.stack == 0
-    alone = utterance_frames(extractor.logmel, torch.from_numpy(audio), extractor.stack)
-    alone_sound = int((alone == extractor.logmel.silence()).all(1).long().cumprod(0).sum())
-    torch.testing.assert_close(streamed[first_sound : first_sound + 300], alone[alone_sound : alone_sound + 300])
+    if not noise and not quiet:
+        alone = utterance_frames(extractor.logmel, torch.from_numpy(audio), extractor.stack)
+        alone_sound = int((alone == extractor.logmel.silence()).all(1).long().cumprod(0).sum())
+        torch.testing.assert_close(streamed[first_sound : first_sound + 300], alone[alone_sound : alone_sound + 300])
+
+
+def _extractor(**features):
+    ckpt = load_checkpoint("digits")
+    return dataclasses.replace(ckpt, features=dataclasses.replace(ckpt.features, lead_in_dbfs=-90.0, **features)).extractor()
