@@ -1,6 +1,9 @@
 """On-the-fly augmentation of 16 kHz float audio and of features (numpy / torch, seeded).
 
-Audio: speed (tempo and pitch), telephone band or 8 kHz band, coloured noise, gain, a random sub-hop start.
+Audio: speed (tempo and pitch), then a room (simulated RIR, tools/rooms.py), babble in it, a slow level drift, a
+device's microphone colour, AGC and compressor and a codec round trip (tools/devices.py), then telephone band or 8 kHz
+band, coloured noise, gain, a random sub-hop start. Rooms and devices come before the lead-ins: digital zeros and a
+quiet line's noise are added by what carries the recording, after the room and the device made it.
 Features: a mel-axis warp (vocal tract length, after VTLP), a smooth random EQ (microphone and channel
 colour), SpecAugment masks. FSDD has five male voices and five microphones; warp and EQ stand in for the
 voices and microphones it lacks.
@@ -17,6 +20,7 @@ import soxr
 import torch
 from torchaudio.functional import mask_along_axis_iid
 
+from . import devices, rooms
 from .digits_data import telephone_band
 
 
@@ -36,12 +40,34 @@ class AugmentConfig:
     # line), before everything: the model learns that 0-5 s of it change nothing (issue 26's lead-in rule)
     lead_noise_p: float = 0.0
     lead_noise_dbfs: tuple[float, float] = (-70.0, -45.0)
+    # Rooms and devices (issue 26), each off by default; in this order, each by its own chance:
+    rir_p: float = 0.0  # a room: one of the bank's simulated RIRs (RT60 0.15-0.8 s, 0.3-3 m away), level kept
+    rir_bank: str = "data/rirs"  # the bank's and babble pool's cache (built on first use, or by python -m tools.rooms)
+    rir_rooms: int = 400
+    rir_seed: int = 0
+    babble_p: float = 0.0  # other talkers in the room: windows of training speech summed, in another of its rooms
+    babble_snr_db: tuple[float, float] = (0.0, 25.0)
+    babble_talkers: tuple[int, int] = (3, 8)
+    babble_manifests: tuple[str, ...] = ()  # training speech only: the dev phone numbers are refused
+    drift_p: float = 0.0  # a slow level change of at most +-drift_db (a talker turning, a hand moving the phone)
+    drift_db: float = 6.0
+    device_p: float = 0.0  # a small microphone's colour: high-pass, low-pass, resonances
+    agc_p: float = 0.0  # a phone's AGC (noise pumped up in pauses) and a fast compressor with makeup gain
+    codec_p: float = 0.0  # a round trip through one of `codecs`, chosen at random, at a low bit rate
+    codecs: tuple[str, ...] = ("gsm", "amrnb", "opus", "mp3")
     mel_warp: tuple[float, float] = (1.0, 1.0)  # frequency warp factor range on the mel axis
     eq_db: float = 0.0  # smooth random EQ: three cosines across the mel bins, at most eq_db / k dB each
     time_masks: int = 2
     time_mask_steps: int = 12  # frames
     freq_masks: int = 2
     freq_mask_bins: int = 6
+
+    def __post_init__(self) -> None:
+        if self.babble_p and not self.babble_manifests:
+            raise ValueError("augment.babble_manifests: babble_p needs manifests of training speech to make babble of")
+        unknown = set(self.codecs) - set(devices.CODECS)
+        if unknown:
+            raise ValueError(f"augment.codecs: {sorted(unknown)} not among {', '.join(devices.CODECS)}")
 
 
 def colored_noise(n: int, rng: np.random.Generator) -> np.ndarray:
@@ -61,12 +87,40 @@ def _onset(x: np.ndarray, rate: int) -> int:
     return int(librosa.effects.trim(x, top_db=35, frame_length=4 * hop, hop_length=hop)[1][0])
 
 
+def rooms_and_devices(x: np.ndarray, rate: int, cfg: AugmentConfig, rng: np.random.Generator) -> np.ndarray:
+    """The room, its babble, the level drift, the device and the codec (AugmentConfig's rir_p ... codec_p); a draw
+    is made only for a chance above 0, so configs without them see the random stream they saw before."""
+    on = cfg.rir_p or cfg.babble_p or cfg.drift_p or cfg.device_p or cfg.agc_p or cfg.codec_p
+    if not on or not len(x):
+        return x
+    if rate != rooms.RATE:
+        raise ValueError(f"augment: rooms and devices are made at {rooms.RATE} Hz, not {rate}")
+    bank = rooms.rir_bank(cfg.rir_bank, cfg.rir_seed, cfg.rir_rooms) if cfg.rir_p or cfg.babble_p else None
+    if cfg.rir_p and rng.random() < cfg.rir_p:
+        x = rooms.reverberate(x, bank[rng.integers(len(bank))])
+    if cfg.babble_p and rng.random() < cfg.babble_p:
+        noise = rooms.babble(len(x), int(rng.integers(cfg.babble_talkers[0], cfg.babble_talkers[1] + 1)),
+                             rooms.babble_pool(cfg.rir_bank, cfg.babble_manifests, cfg.rir_seed), rng)
+        noise = rooms.reverberate(noise, bank[rng.integers(len(bank))])  # talkers further off, in a room too
+        x = x + noise * np.sqrt(np.mean(x**2) / 10 ** (rng.uniform(*cfg.babble_snr_db) / 10))
+    if cfg.drift_p and rng.random() < cfg.drift_p:
+        x = devices.level_drift(x, rng, cfg.drift_db, rate)
+    if cfg.device_p and rng.random() < cfg.device_p:
+        x = devices.device_colour(x, rng, rate)
+    if cfg.agc_p and rng.random() < cfg.agc_p:
+        x = devices.agc_compress(x, rng, rate)
+    if cfg.codec_p and rng.random() < cfg.codec_p:
+        x = devices.codec_trip(x, cfg.codecs[int(rng.integers(len(cfg.codecs)))], rng)
+    return x.astype(np.float32)
+
+
 def augment_audio(x: np.ndarray, rate: int, cfg: AugmentConfig, rng: np.random.Generator) -> np.ndarray:
     if cfg.speed[0] != 1.0 or cfg.speed[1] != 1.0:
         factor = rng.uniform(*cfg.speed)
         x = soxr.resample(x, rate, round(rate / factor))
     if rng.random() < cfg.tight_start_p:
         x = x[_onset(x, rate) :]
+    x = rooms_and_devices(x, rate, cfg, rng)
     if cfg.lead_p and rng.random() < cfg.lead_p:
         x = np.concatenate([np.zeros(int(rng.uniform(*cfg.lead_s) * rate), np.float32), x])
     if cfg.shift_samples:
