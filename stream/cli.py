@@ -233,6 +233,9 @@ def cmd_serve(args: argparse.Namespace) -> int:
         except OSError as e:
             report(f"--token-file: {e.strerror}: {args.token_file}")
             return 2
+        except UnicodeDecodeError:
+            report(f"--token-file: not UTF-8 text: {args.token_file}")
+            return 2
         if not token:
             report(f"--token-file: empty: {args.token_file}")
             return 2

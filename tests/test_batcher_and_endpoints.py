@@ -64,7 +64,7 @@ def test_batcher_slots_are_bounded_and_expire_when_idle(recognizer):
     batcher.start("b")
     with pytest.raises(SlotsFull):
         batcher.start("c")
-    frames = torch.zeros(6, recognizer.model.cfg.n_mels)
+    frames = torch.zeros(6, recognizer.model.cfg.input_dim)
     now[0] = 4.0
     batcher.step({"a": frames})
     now[0] = 7.0

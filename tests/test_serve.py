@@ -210,7 +210,7 @@ def test_page_metrics_and_vosk_defaults(served, recordings):
 
     answers, code, sent = asyncio.run(main())
     check_vosk(answers, code, sent)
-    metrics = urllib.request.urlopen(f"http://127.0.0.1:{served.port}/metrics", timeout=10).read().decode()
+    metrics = urllib.request.urlopen(f"http://127.0.0.1:{served.port}/metrics?token={TOKEN}", timeout=10).read().decode()
     for name in ("open_streams", "partial_latency_seconds_bucket", "final_latency_seconds_count", "real_time_factor",
                  "dropped_audio_seconds_total", "refused_clients_total", "tick_streams_bucket"):
         assert f"rnnstream_serve_{name}" in metrics, name
@@ -308,7 +308,7 @@ def test_bad_input_closes_only_its_connection(served, recognizer, recordings):
     for (answers, code, sent), w in zip(good, want):
         check_vosk(answers, code, sent)
         assert got(answers) == w
-    metrics = urllib.request.urlopen(f"http://127.0.0.1:{served.port}/metrics", timeout=10).read().decode()
+    metrics = urllib.request.urlopen(f"http://127.0.0.1:{served.port}/metrics?token={TOKEN}", timeout=10).read().decode()
     assert re.search(r'^rnnstream_serve_refused_clients_total\{reason="token"\} [1-9]', metrics, re.M)
     assert re.search(r'^rnnstream_serve_errors_total\{reason="input"\} [1-9]', metrics, re.M)
     deadline = time.monotonic() + 10
@@ -484,7 +484,7 @@ def test_pen_clients_get_the_transcribe_finals(served, handwriting, ink_files, r
     for (answers, code, sent), w in zip(audio, speech):
         check_vosk(answers, code, sent)
         assert got(answers) == w
-    models = json.loads(urllib.request.urlopen(f"http://127.0.0.1:{served.port}/models", timeout=10).read())
+    models = json.loads(urllib.request.urlopen(f"http://127.0.0.1:{served.port}/models?token={TOKEN}", timeout=10).read())
     assert models == {"audio": "/", "pen": "/pen"}
 
 
@@ -537,7 +537,7 @@ def test_bad_pen_input_closes_only_its_connection(handwriting, ink_files):
         for (answers, code, sent), w in zip(good, want):
             check_vosk(answers, code, sent)
             assert got(answers) == w
-        models = json.loads(urllib.request.urlopen(f"http://127.0.0.1:{running.port}/models", timeout=10).read())
+        models = json.loads(urllib.request.urlopen(f"http://127.0.0.1:{running.port}/models?token={TOKEN}", timeout=10).read())
         assert models == {"audio": None, "pen": "/"}
     finally:
         running.close()
