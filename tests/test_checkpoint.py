@@ -49,13 +49,14 @@ def test_garbage_and_missing_files(tmp_path):
 
 @pytest.mark.parametrize("name, input_dim", [("digits", 40), ("handwriting", 11)])
 def test_version_1_files_load_with_the_renamed_settings(tmp_path, name, input_dim):
-    """Format 1 named the model's input size `n_mels` (the pen model too): the bundled files are such files; they
-    load, and what is saved from them is version 2."""
+    """Format 1 named the model's input size `n_mels` (the pen model too): such a file loads, and what is saved from
+    it is version 2."""
     payload = torch.load(f"models/bundled/{name}.pt", weights_only=True)
-    assert payload["version"] == 1 and payload["model_config"]["n_mels"] == input_dim
-    ckpt = load_checkpoint(name)
-    assert ckpt.model.cfg.input_dim == input_dim
+    config = dict(payload["model_config"])
+    config["n_mels"] = config.pop("input_dim", config.get("n_mels"))
+    torch.save({**payload, "version": 1, "model_config": config}, tmp_path / "v1.pt")
+    ckpt = load_checkpoint(tmp_path / "v1.pt")
+    assert ckpt.model.cfg == load_checkpoint(name).model.cfg and ckpt.model.cfg.input_dim == input_dim
     save_checkpoint(ckpt, tmp_path / "v2.pt")
     saved = torch.load(tmp_path / "v2.pt", weights_only=True)
     assert saved["version"] == 2 and "n_mels" not in saved["model_config"]
-    assert load_checkpoint(tmp_path / "v2.pt").model.cfg == ckpt.model.cfg
