@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import itertools
 import math
+from pathlib import Path
 
 import pytest
 import torch
@@ -282,3 +283,11 @@ def test_set_reaches_into_lists_and_refuses_places_that_are_not_there():
     assert cfg["data"]["train"][1]["path"] == "/corpus/manifest.jsonl" and cfg["train"]["steps"] == 7
     with pytest.raises(ValueError, match="not a place"):
         load_config(REPO / "configs" / "digits_so762.yaml", ["data.train.9.root=/x"])
+
+
+def test_the_validation_fold_makes_babble_of_its_training_speakers_only():
+    from tools.validate import fold_config
+
+    cfg = fold_config(load_config(REPO / "configs" / "digits_rooms.yaml"), "jackson")
+    assert cfg["augment"]["babble_manifests"] == ["data/so762/train.jsonl", "../shared/data/arctic-cathy/manifest.jsonl"]
+    assert all("all" not in Path(s["path"]).name for s in cfg["data"]["train"] if s["type"] == "manifest")

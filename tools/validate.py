@@ -44,13 +44,21 @@ GROUP_ORDER = ["adult", "child", "female", "male", "speechocean", "fsdd"]
 
 def fold_config(cfg: dict, fsdd_speaker: str) -> dict:
     """The recipe without the held-out voices: speechocean's `all*.jsonl` become `train*.jsonl` (tools/speechocean.py),
-    and `fsdd_speaker` leaves every FSDD source (which must name its speakers)."""
+    in the data sources and in the babble the augmentation makes of training speech (tools/rooms.py), and
+    `fsdd_speaker` leaves every FSDD source (which must name its speakers)."""
     cfg = copy.deepcopy(cfg)
+
+    def train_only(path: str) -> str:
+        name = Path(path).name
+        return str(Path(path).with_name(name.replace("all", "train"))) if name in ("all.jsonl", "all_digits.jsonl") else path
+
     for source in cfg["data"]["train"]:
         if source["type"] == "fsdd_connected":
             source["speakers"] = [s for s in source["speakers"] if s != fsdd_speaker]
-        elif source["type"] == "manifest" and Path(source["path"]).name in ("all.jsonl", "all_digits.jsonl"):
-            source["path"] = str(Path(source["path"]).with_name(Path(source["path"]).name.replace("all", "train")))
+        elif source["type"] == "manifest":
+            source["path"] = train_only(source["path"])
+    if cfg.get("augment") and cfg["augment"].get("babble_manifests"):
+        cfg["augment"]["babble_manifests"] = [train_only(p) for p in cfg["augment"]["babble_manifests"]]
     return cfg
 
 
