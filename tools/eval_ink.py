@@ -197,10 +197,13 @@ def fit_gap(reader: Reader, held: set[str], n: int) -> dict:
 
 
 def evaluate(model: str, seed: int = 0, words: int = 0, lexicon_words: int = 500, lines: int = 500,
-             gap_words: int = 0, lms: tuple[str, ...] = (), tune_lms: bool = False, log=print) -> dict:
+             gap_words: int = 0, lms: tuple[str, ...] = (), tune_lms: bool = False, log=print,
+             by_contributor: bool = False) -> dict:
+    """`by_contributor`: the held-out writers of configs/handwriting_contrib.yaml (every contributor's), each
+    contributor's words scored apart too."""
     reader = Reader(model)
-    held = unipen.split_writers(seed)
-    report: dict = {"model": str(model), "heldout_writers": len(held)}
+    held = unipen.split_writers(seed, by_contributor=by_contributor)
+    report: dict = {"model": str(model), "heldout_writers": len(held), "split": "contributor" if by_contributor else "writer"}
     greedy = DecodeOptions()
 
     idx = unipen.indices("7", held, train=False)
@@ -222,6 +225,11 @@ def evaluate(model: str, seed: int = 0, words: int = 0, lexicon_words: int = 500
     }
     log(f"words: {report['words']['n']} CER {report['words']['cer']:.3f} folded {report['words']['cer_folded']:.3f} "
         f"WER {report['words']['wer']:.3f}")
+    groups: dict[str, list[int]] = {}
+    for k, (_, _, writer) in enumerate(samples):
+        groups.setdefault(unipen.contributor(writer), []).append(k)
+    report["words"]["by_contributor"] = {  # each contributor's tablet and collection apart
+        c: {"n": len(ks), "cer": _cer([refs[k] for k in ks], [hyps[k] for k in ks])} for c, ks in sorted(groups.items())}
     # the same words less those whose ink cannot hold their label (unipen.misaligned: shifted segmentation)
     keep = ~unipen.misaligned("7")[idx]
     ref_a, hyp_a = [r for r, k in zip(refs, keep) if k], [h for h, k in zip(hyps, keep) if k]
@@ -230,7 +238,8 @@ def evaluate(model: str, seed: int = 0, words: int = 0, lexicon_words: int = 500
     }
     log(f"words, aligned: {report['words_aligned']}")
     if lms:
-        tuning, reporting = halves(held, seed)
+        tuning, _ = halves(unipen.split_writers(seed), seed)  # the LMs were tuned on half of the first 52
+        reporting = held - tuning
         if tune_lms:
             report["lm_tuning"] = {name: tune(reader, samples, lps, tuning, name, log)[:10] for name in lms
                                    if name != "none"}
@@ -312,10 +321,12 @@ def main(argv: list[str] | None = None) -> None:
                    help="also read the words of the reporting half of the held-out writers with each of these LMs")
     p.add_argument("--tune", action="store_true", help="first search each --lm's settings on the tuning half")
     p.add_argument("--out", help="JSON report")
+    p.add_argument("--by-contributor", action="store_true", help="held-out writers of every contributor (the split of "
+                   "configs/handwriting_contrib.yaml), words scored per contributor too")
     args = p.parse_args(argv)
     torch.set_num_threads(1)
     report = evaluate(args.model, args.seed, args.words, args.lexicon_words, args.lines, args.gap_words,
-                      tuple(args.lm), args.tune)
+                      tuple(args.lm), args.tune, by_contributor=args.by_contributor)
     if args.out:
         Path(args.out).write_text(json.dumps(report, indent=1) + "\n")
 
