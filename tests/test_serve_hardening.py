@@ -320,3 +320,13 @@ def test_parsers_take_any_message_or_say_why(message, started):
         assert isinstance(m, (Config, Eof, np.ndarray))
         if isinstance(m, Config):
             assert m.sample_rate >= 1 and len(m.phrase_list) <= MAX_PHRASES
+
+
+def test_the_depth_check_is_linear_on_an_unclosed_string_of_escaped_quotes():
+    """The string pattern backtracked on this quadratically: 16 K characters took 1.7 s on the event loop, the
+    256 K a message may hold ~7 minutes, every connection stalled meanwhile."""
+    attack = "[" * (protocol.MAX_DEPTH + 1) + '"' + '\\"' * (protocol.MAX_TEXT // 2 - 20)
+    t0 = time.perf_counter()
+    assert protocol.depth(attack) == protocol.MAX_DEPTH + 1  # its brackets before the string are read
+    assert time.perf_counter() - t0 < 1.0  # ~0.02 s here; the old pattern needed minutes
+    assert protocol.depth('{"a": "[[[[[[[[[[[[[[[[[[[[[[[[["}') <= 1  # brackets in a string do not nest

@@ -41,7 +41,9 @@ MAX_DEPTH = 16  # JSON nesting: a config is 3 deep, a list of points 2
 MAX_PHRASES = 1000  # a config's phrase_list: Vosk grammars are tens of phrases
 MAX_PHRASE_CHARS = 50_000  # characters in all: with str overheads ~0.2 MB a connection, not 50 MB
 _BRACKETS = re.compile(r"[\[\]{}]")
-_STRING = re.compile(r'"(?:[^"\\]|\\.)*"')  # a JSON string: its brackets do not nest
+# A JSON string (its brackets do not nest), possessive and running to the text's end if never closed: the plain
+# pattern backtracked on an unclosed string of escaped quotes, quadratically (16 K characters 1.7 s, 256 K ~7 min).
+_STRING = re.compile(r'"(?:[^"\\]|\\.)*+(?:"|\Z)')
 
 
 @dataclass(frozen=True)
