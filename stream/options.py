@@ -59,8 +59,8 @@ def resolve_options(
 ) -> DecodeOptions:
     """The recommended decoding with the caller's changes: `beam` (0: greedy), a `lexicon` file ("none": no
     lexicon and no word list), an `lm` (lm_choice; "none": off), a `charset` (models.decoding.CHARSETS; "all": no
-    restriction). A charset stream or a lexicon reads without the default LM; naming an English LM for a charset is
-    an error. A lexicon or an LM file without a beam width gets LEXICON_BEAM."""
+    restriction). A charset stream, a lexicon or `beam` 0 reads without the default LM; naming an LM for a charset or
+    with `beam` 0 is an error. A lexicon or an LM file without a beam width gets LEXICON_BEAM."""
     if beam is not None and beam < 0:
         raise ValueError(f"beam width must be 0 (greedy) or more, not {beam}")
     restricted = charset not in (None, "all")
@@ -69,7 +69,10 @@ def resolve_options(
     if lm in LM_NAMES and lexicon not in (None, "none"):
         raise ValueError(f"--lm {lm} brings its own lexicon: not with --lexicon {lexicon}")
     explicit = lm not in (None, "none")
-    options = recommended_options(checkpoint, lm=not (restricted or lexicon or lm == "none" or explicit))
+    if explicit and beam == 0:
+        raise ValueError(f"--lm {lm} reads through a beam search: not with --beam 0 (greedy)")
+    lexicon_given = lexicon not in (None, "none")
+    options = recommended_options(checkpoint, lm=not (restricted or lexicon_given or lm == "none" or explicit or beam == 0))
     changes: dict = {}
     if lexicon:
         changes.update(lexicon=None if lexicon == "none" else lexicon, words=None)

@@ -131,3 +131,17 @@ def test_lm_is_on_for_words_and_off_for_a_charset_stream(reader):
         lm_choice("no-such-lm")
     assert resolve_options(load_checkpoint("digits", "cpu")).lm is None
     assert math.isinf(resolve_options(pen).unk_score)
+
+
+def test_options_never_drop_or_ignore_an_lm_silently():
+    """`--lexicon none` keeps the pen model's default LM (it has no lexicon to drop); `--beam 0` is greedy without
+    it; an LM named with `--beam 0` is refused rather than ignored."""
+    from models.checkpoint import load_checkpoint
+    from stream.options import resolve_options
+
+    pen = load_checkpoint("handwriting")
+    assert resolve_options(pen).lm == "chars" and resolve_options(pen, lexicon="none").lm == "chars"
+    greedy = resolve_options(pen, beam=0)
+    assert greedy.beam == 0 and greedy.lm is None
+    with pytest.raises(ValueError, match="beam 0"):
+        resolve_options(pen, beam=0, lm="chars")

@@ -231,7 +231,7 @@ class Connection:
         self.outbox: asyncio.Queue = asyncio.Queue()
         self.unsent = self.unsent_bytes = 0  # answers in the outbox (and in ws.send), and their characters
         self.over_since: float | None = None  # when `unsent` went over max_unread, while it stays over
-        self.slow = False
+        self.slow = self.closed = False
         self.allowance, self.last = server.options.message_rate, time.monotonic()  # the message rate's bucket
         self.closing: asyncio.Future | None = None  # the close of a client cut off for reading too slowly
 
@@ -242,7 +242,7 @@ class Connection:
         finally:
             if self.stream is not None and not self.ended:
                 self.hub.abort(self.stream)  # the client went away mid-utterance: free its slot
-            self.ended = True
+            self.ended = self.closed = True  # (a slow-reader timer still pending finds it closed, not slow)
             self.outbox.put_nowait(None)  # the socket is closed: what is still queued can never go out
             await sender
 
@@ -315,7 +315,9 @@ class Connection:
         if self.stream is not None and not self.ended:
             self.hub.abort(self.stream)
         self.ended = True
-        self.outbox.put_nowait(protocol.error(message))
+        answer = protocol.error(message)
+        self.outbox.put_nowait(answer)
+        self.unsent, self.unsent_bytes = self.unsent + 1, self.unsent_bytes + len(answer)  # as _send counts it out
         self.outbox.put_nowait(Close(code, message))
 
     def _deliver(self, answers: list[str], close: Close | None) -> None:
@@ -332,7 +334,7 @@ class Connection:
 
     def _check_reader(self) -> None:
         """The slow-reader rule: unsent answers over max_unread for slow_after seconds, or over max_unread_bytes."""
-        if self.slow:
+        if self.slow or self.closed:
             return
         o, now = self.options, time.monotonic()
         if self.unsent <= o.max_unread and self.unsent_bytes <= o.max_unread_bytes:
