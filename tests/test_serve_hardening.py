@@ -330,3 +330,21 @@ def test_the_depth_check_is_linear_on_an_unclosed_string_of_escaped_quotes():
     assert protocol.depth(attack) == protocol.MAX_DEPTH + 1  # its brackets before the string are read
     assert time.perf_counter() - t0 < 1.0  # ~0.02 s here; the old pattern needed minutes
     assert protocol.depth('{"a": "[[[[[[[[[[[[[[[[[[[[[[[[["}') <= 1  # brackets in a string do not nest
+
+
+def test_ink_is_weighed_in_ink_time_as_the_front_end_counts_it():
+    """2,000 points 3 s apart weighed 20 s at 100 a second but made 300,000 frames: the hub's queue bound, in
+    input seconds, must see the 6,000 s of ink they are."""
+    from stream.serve.pen import InkClock
+
+    clock = InkClock(100, 3.0)
+    spread = np.zeros((2000, 4))
+    spread[:, 2] = np.arange(2000) * 1e4  # gaps of 10,000 s count 3 s each, as models.pen counts them
+    assert clock.weigh(spread) == round(1999 * 3.0 * 100)
+    later = np.array([[0.0, 0.0, 2e7, 1.0]])  # the next message's gap from the last point counts too
+    assert clock.weigh(later) == 300
+    dense = np.zeros((50, 4))
+    dense[:, 2] = 2e7 + np.arange(50) / 100  # honest ink: 100 points a second weigh what they are
+    assert clock.weigh(dense) == 50
+    untimed = np.full((10, 4), np.nan)
+    assert clock.weigh(untimed) == 10

@@ -50,8 +50,11 @@ class Stream:
     rate: int
     words: bool
     deliver: Callable[[list[str], Close | None], None]  # called on the loop
-    sent: int = 0  # samples handed to the hub (loop side)
+    sent: int = 0  # samples handed to the hub (loop side), as `weigh` counts them
     pushed: int = 0  # samples the hub pushed into the ingest
+    # What a message costs, in samples: its length for audio; for ink its ink time (stream.serve.pen.InkClock),
+    # since a few points far apart in time make many frames, and the queue bound is in input seconds.
+    weigh: Callable[[np.ndarray], int] = len
     session: SharedSession | None = None
     pending: list = field(default_factory=list)  # arrival marks of messages not covered by a submitted tick
     finals: deque = field(default_factory=deque)  # final events not yet sent
@@ -87,8 +90,9 @@ class Hub:
         self._thread.start()
 
     def audio(self, s: Stream, data: np.ndarray, mark: float) -> None:
-        s.sent += len(data)
-        self._commands.put(("audio", s, data, mark))
+        weight = s.weigh(data)
+        s.sent += weight
+        self._commands.put(("audio", s, (data, weight), mark))
 
     def eof(self, s: Stream, mark: float, close: Close = Close(protocol.NORMAL, "")) -> None:
         self._commands.put(("eof", s, close, mark))
@@ -143,7 +147,7 @@ class Hub:
             cmd = self._commands.get(timeout=0.5 if timeout is None else timeout) if timeout != 0.0 else self._commands.get_nowait()
         except queue.Empty:
             return
-        audio: dict[Stream, list[tuple[np.ndarray, float]]] = {}
+        audio: dict[Stream, list[tuple[tuple[np.ndarray, int], float]]] = {}
         while True:
             kind, s, arg, mark = cmd
             if kind == "audio":
@@ -159,12 +163,12 @@ class Hub:
         for s, parts in audio.items():
             self._audio(s, parts)
 
-    def _audio(self, s: Stream, parts: list[tuple[np.ndarray, float]]) -> None:
+    def _audio(self, s: Stream, parts: list[tuple[tuple[np.ndarray, int], float]]) -> None:
         if s.closed or s.aborted or s.eof is not None:  # after eof the loop refuses input
             return
         self._streams.add(s)
-        data = parts[0][0] if len(parts) == 1 else np.concatenate([d for d, _ in parts])
-        s.pushed += len(data)
+        data = parts[0][0][0] if len(parts) == 1 else np.concatenate([d for (d, _), _ in parts])
+        s.pushed += sum(w for (_, w), _ in parts)
         if not self._open(s):
             return
         self.ingest.push(s.session.key, data, parts[0][1])

@@ -42,7 +42,7 @@ from . import protocol
 from .http import Site, token_ok
 from .hub import Close, Hub, Stream
 from .metrics import Metrics
-from .pen import parse_pen
+from .pen import InkClock, parse_pen
 from .protocol import Config, Eof, ProtocolError
 
 log = logging.getLogger(__name__)
@@ -224,6 +224,7 @@ class Connection:
         self.server, self.ws, self.hub, self.metrics = server, ws, route.hub, server.metrics
         self.options = server.options
         self.parse = parse_pen if route.pen else protocol.parse
+        self.route = route
         # Without a config: the Vosk server's rate for audio; for points without times, the pen model's.
         self.config = Config(route.recognizer.sample_rate if route.pen else self.options.sample_rate)
         self.stream: Stream | None = None
@@ -301,6 +302,9 @@ class Connection:
     def _open(self) -> Stream:
         if self.stream is None:
             self.stream = Stream(self.config.sample_rate, self.config.words, self._deliver)
+            if self.route.pen:  # ink weighs its time, not its points (stream.serve.pen.InkClock)
+                gap = self.route.recognizer.extractor.config.max_gap_seconds
+                self.stream.weigh = InkClock(self.config.sample_rate, gap).weigh
         return self.stream
 
     def end(self, mark: float, close: Close) -> None:
