@@ -14,7 +14,6 @@ machine that runs a stream (a Ray worker too) builds its own from the same pinne
 from __future__ import annotations
 
 import atexit
-import contextlib
 import functools
 import hashlib
 import json
@@ -28,6 +27,7 @@ from pathlib import Path
 import numpy as np
 
 from . import ngram
+from .audio import quiet_stderr
 from .tokens import Tokenizer
 
 LM_NAMES = ("words", "chars")
@@ -208,19 +208,6 @@ def files(options, tokenizer: Tokenizer) -> tuple[str | None, str | None]:
     return lexicon_file(options, tokenizer), options.lm
 
 
-@contextlib.contextmanager
-def _quiet():
-    """File descriptor 2 to /dev/null for a while (C++ writes there past Python's sys.stderr)."""
-    saved = os.dup(2)
-    try:
-        with open(os.devnull, "w") as null:
-            os.dup2(null.fileno(), 2)
-        yield
-    finally:
-        os.dup2(saved, 2)
-        os.close(saved)
-
-
 @functools.lru_cache(maxsize=8)
 def search_parts(lexicon: str | None, lm: str | None, tokens: tuple[str, ...]) -> SearchParts:
     """Loaded once per process (a 50,000-word lexicon's trie and LM take about a second, far too long per stream)."""
@@ -237,7 +224,7 @@ def search_parts(lexicon: str | None, lm: str | None, tokens: tuple[str, ...]) -
     if lm:
         from flashlight.lib.text.decoder.kenlm import KenLM
 
-        with _quiet():  # KenLM's advice on binary files and its progress bar, on stderr at every load
+        with quiet_stderr():  # KenLM's advice on binary files and its progress bar, on stderr at every load
             model = KenLM(lm, names)
     else:
         model = ZeroLM()
