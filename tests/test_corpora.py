@@ -138,7 +138,7 @@ def audiomnist_tree(tmp_path_factory) -> Path:
 
 @pytest.fixture(scope="module")
 def nemo_manifest(tmp_path_factory) -> Path:
-    """Relative, absolute and parent-relative paths; a 40 s row; a 1 s segment at 0.5 s; a numeral."""
+    """Relative, absolute and parent-relative paths; a 40 s row; a 1 s segment at 0.5 s, one of 0.5 s at 0; a numeral."""
     root = tmp_path_factory.mktemp("nemo")
     (root / "manifests").mkdir()
     (root / "audio").mkdir()
@@ -150,6 +150,7 @@ def nemo_manifest(tmp_path_factory) -> Path:
         items.append({"audio_filepath": audio, "duration": row["duration"], "text": row["text"], "speaker": "cathy"})
     items[2]["duration"] = 40.0
     items.append({"audio_filepath": "../audio/3.flac", "offset": 0.5, "duration": 1.0, "text": "of the danger"})
+    items.append({"audio_filepath": "../audio/3.flac", "offset": 0, "duration": 0.5, "text": "the first half second"})
     items.append({"audio_filepath": "../audio/0.flac", "duration": 3.3, "text": "route 66"})
     manifest = root / "manifests" / "train_manifest.json"
     manifest.write_text("".join(json.dumps(item) + "\n" for item in items))
@@ -254,13 +255,15 @@ def test_audiomnist_speakers_meta_and_connected(audiomnist_tree, tmp_path):
 
 def test_nemo_manifest_paths_durations_segments(nemo_manifest, capsys):
     source = make_source({"type": "nemo", "path": str(nemo_manifest)})
-    assert len(source.rows) == 4  # the 40 s row left out, the numeral dropped
+    assert len(source.rows) == 5  # the 40 s row left out, the numeral dropped
     assert "(texts that cannot be spelt: 1, e.g. 'route 66')" in capsys.readouterr().err
     assert all(Path(r.audio).is_file() for r in source.rows)
     segment = next(r for r in source.rows if r.offset)
     whole, _ = sf.read(segment.audio, dtype="float32")
     cut = row_audio(segment, 16000)
     assert len(cut) == 16000 and np.allclose(cut, whole[8000:24000], atol=1e-6)
+    first = next(r for r in source.rows if r.segment and not r.offset)  # an offset of 0 is a segment too
+    assert len(row_audio(first, 16000)) == 8000
     with pytest.raises(ValueError, match=r"bad\.json:1: not a JSON object"):
         bad = nemo_manifest.with_name("bad.json")
         bad.write_text('{"audio": "x.wav", "text": "hi"}\n')

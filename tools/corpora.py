@@ -66,7 +66,7 @@ def _cached_segment(path: str, rate: int, offset: float, duration: float | None)
 def row_audio(row: Row, rate: int) -> np.ndarray:
     """The row's audio, mono at `rate` (cached, read-only); an unreadable file is a one-line error naming it."""
     try:
-        return _cached_segment(row.audio, rate, row.offset, row.duration) if row.offset else _cached_audio(row.audio, rate)
+        return _cached_segment(row.audio, rate, row.offset, row.duration) if row.segment else _cached_audio(row.audio, rate)
     except (sf.SoundFileError, OSError) as e:
         raise ValueError(f"{row.audio}: cannot read audio ({str(e).splitlines()[0]})") from None
 
@@ -225,7 +225,7 @@ def write_heldout(kind: str, path: str, out: str | Path, split: str | None = Non
     meta = audiomnist_meta(path) if kind == "audiomnist" else {}
     records = []
     for r in source.rows:
-        if r.offset:
+        if r.segment:
             raise ValueError(f"{r.audio}: a segment (offset {r.offset} s) cannot be a manifest row")
         record = {"audio": r.audio, "text": r.text, "speaker": r.speaker}
         record.update({k: meta[r.speaker][k] for k in ("gender", "age") if k in meta.get(r.speaker, {})})

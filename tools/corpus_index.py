@@ -47,6 +47,7 @@ class Row:
     speaker: str
     offset: float = 0.0  # seconds into the file (NeMo segments)
     duration: float | None = None  # seconds, where the corpus says
+    segment: bool = False  # offset and duration cut a segment of the file (NeMo: an offset of 0 with a duration too)
 
 
 class Tally:
@@ -188,6 +189,7 @@ def nemo_index(manifests: tuple[Path, ...]) -> tuple[tuple[Row, ...], str]:
                 continue
             duration = item.get("duration")
             speaker = str(item.get("speaker", item.get("speaker_id", "")))
-            rows.append(Row(str((manifest.parent / audio).resolve()), spelt, speaker, float(item.get("offset") or 0.0),
-                            None if duration is None else float(duration)))
+            offset = item.get("offset")
+            rows.append(Row(str((manifest.parent / audio).resolve()), spelt, speaker, float(offset or 0.0),
+                            None if duration is None else float(duration), segment=offset is not None))
     return tuple(rows), tally.report(f"NeMo {', '.join(map(str, manifests))}", len(rows))
