@@ -125,7 +125,7 @@ class BatchStream(torch.utils.data.IterableDataset):
         bucket: int = 1,
         join_p: float = 0.0,
         join_pause_s: tuple[float, float] = (0.3, 3.0),
-        stack: int = 1,  # the model's frames per step (the lead-in rule, FeatureConfig.onset_floor_db)
+        stack: int = 1,  # the model's frames per step (the lead-in rule, FeatureConfig.lead_in_dbfs)
     ):
         self.specs = sources
         self.logmel, self.tokenizer = logmel, tokenizer
