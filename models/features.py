@@ -196,7 +196,9 @@ class LogMelFrontEnd:
         return ready
 
     def snapshot(self) -> dict | None:
-        """The carried samples and frames (at most a window and a step: ~2 KB); None while soxr resamples."""
+        """The carried samples and frames (at most a window and a step: ~2 KB; a stream still waiting for the lead-in
+        rule's gate also holds its audio since its first sound, at most lead_in_max_wait: 512 KB at 8 s and 16 kHz);
+        None while soxr resamples."""
         if self.converter.resampling:
             return None
         state = {"samples": self.features._buffer.numpy().copy(), "frames": self._pending.numpy().copy()}
