@@ -80,11 +80,12 @@ class ServeOptions:
 def connection_bound(options: ServeOptions, rate: int = 16000) -> int:
     """Bytes one connection may hold at most, its client sending audio at `rate` (README, "Memory"): frames read
     ahead, its audio waiting for the hub and in the ingest (30 s, as float32, + 5 s kept for failover), its unsent
-    answers (~3x their text in objects), its config: 22 MiB at 8 kHz, 24 MiB at 16 kHz, 29 MiB at 48 kHz (16 of
+    answers (~3x their text in objects), its config, the lead-in rule's wait: 23 MiB at 8 kHz, 24 MiB at 16 kHz, 30 MiB at 48 kHz (16 of
     them the read-ahead, full only while the event loop falls behind); a client reading and keeping up holds
     well under 1 MB."""
     audio = int((options.max_queued + INGEST_SECONDS) * rate * 4) + options.max_message
-    return READ_AHEAD * options.max_message + audio + 3 * options.max_unread_bytes + 4 * protocol.MAX_TEXT
+    lead_in = 8 * 16000 * 4  # a stream waiting for the lead-in rule's gate holds its 8 s of 16 kHz audio (models/leadin.py)
+    return READ_AHEAD * options.max_message + audio + lead_in + 3 * options.max_unread_bytes + 4 * protocol.MAX_TEXT
 
 
 @dataclass(eq=False)
