@@ -60,17 +60,20 @@ class _Emission:
     prob: float  # peak posterior over the steps of the token
 
 
-def _words(emissions: list[_Emission], tokenizer: Tokenizer, step_seconds: float) -> Hypothesis:
-    """Group token emissions into words with times and a confidence (geometric mean of token peaks)."""
+def _words(emissions: list[_Emission], tokenizer: Tokenizer, step_seconds: float,
+           vocabulary: frozenset[str] | set[str] | None = None) -> Hypothesis:
+    """Group token emissions into words with times and a confidence (geometric mean of token peaks); with a
+    `vocabulary`, words outside it are left out."""
     words: list[Word] = []
     current: list[_Emission] = []
 
     def close() -> None:
         if current:
             text = "".join(tokenizer.tokens[e.token] for e in current)
-            conf = math.exp(sum(math.log(max(e.prob, 1e-12)) for e in current) / len(current))
-            start, end = current[0].first * step_seconds, (current[-1].last + 1) * step_seconds
-            words.append(Word(text, round(start, 3), round(end, 3), conf))
+            if vocabulary is None or text in vocabulary:
+                conf = math.exp(sum(math.log(max(e.prob, 1e-12)) for e in current) / len(current))
+                start, end = current[0].first * step_seconds, (current[-1].last + 1) * step_seconds
+                words.append(Word(text, round(start, 3), round(end, 3), conf))
             current.clear()
 
     for e in emissions:
@@ -126,7 +129,6 @@ class GreedyDecoder:
         return hyp
 
 
-_LOG_FLOOR = math.log(1e-12)  # a token's confidence floor (as _words)
 
 
 class BeamDecoder:
@@ -200,33 +202,18 @@ class BeamDecoder:
         # stream: Python per token emitted, not per step (per step cost 180 us a partial at 270 steps; numpy's
         # small-array calls per partial, 200 us at 330 steps and 35 tokens, more than this loop).
         path = result.tokens[1 : 1 + self._steps]
-        blank, boundary, first, lp = self.tokenizer.blank, self.tokenizer.boundary, self._first_step, self._log_probs
-        words: list[Word] = []
-        current: list[list] = []  # the open word's emissions: [token, first step, last step, peak log-probability]
-
-        def close() -> None:
-            if current:
-                text = "".join(self.tokenizer.tokens[e[0]] for e in current)
-                if self._vocabulary is None or text in self._vocabulary:
-                    conf = math.exp(sum(max(e[3], _LOG_FLOOR) for e in current) / len(current))
-                    start, end = (current[0][1] + first) * self.step_seconds, (current[-1][2] + first + 1) * self.step_seconds
-                    words.append(Word(text, round(start, 3), round(end, 3), conf))
-                current.clear()
-
+        blank, first, lp = self.tokenizer.blank, self._first_step, self._log_probs
+        emissions: list[_Emission] = []
         prev_token, prev_step = blank, -2
         for i in [i for i, k in enumerate(path) if k != blank]:
             k = path[i]
             if k == prev_token and i == prev_step + 1:  # the same emission goes on
-                if k != boundary:
-                    e = current[-1]
-                    e[2], e[3] = i, max(e[3], float(lp[i, k]))
-            elif k == boundary:
-                close()
+                e = emissions[-1]
+                e.last, e.prob = first + i, max(e.prob, math.exp(float(lp[i, k])))
             else:
-                current.append([k, i, i, float(lp[i, k])])
+                emissions.append(_Emission(k, first + i, first + i, math.exp(float(lp[i, k]))))
             prev_token, prev_step = k, i
-        close()
-        return Hypothesis(" ".join(w.word for w in words), words)
+        return _words(emissions, self.tokenizer, self.step_seconds, self._vocabulary)
 
 
 class RestrictedDecoder:
