@@ -28,6 +28,35 @@ import numpy as np
 import torch
 
 
+class _Held:
+    """Samples [start, start + n) of a stream, in a buffer that grows by doubling and drops from the left in place:
+    appending a chunk costs the chunk, not the audio held (a wait fed 1-sample chunks was quadratic, 8 s of audio
+    copied again for every sample)."""
+
+    def __init__(self, samples: np.ndarray | None = None, start: int = 0):
+        samples = np.zeros(0, np.float32) if samples is None else samples
+        self.buf = np.zeros(max(1024, 2 * len(samples)), np.float32)
+        self.buf[: len(samples)] = samples
+        self.lo, self.hi, self.start = 0, len(samples), start
+
+    def view(self) -> np.ndarray:
+        return self.buf[self.lo : self.hi]
+
+    def append(self, samples: np.ndarray) -> None:
+        if self.hi + len(samples) > len(self.buf):
+            live = self.view()
+            grown = np.zeros(max(1024, 2 * (len(live) + len(samples))), np.float32)
+            grown[: len(live)] = live
+            self.buf, self.lo, self.hi = grown, 0, len(live)
+        self.buf[self.hi : self.hi + len(samples)] = samples
+        self.hi += len(samples)
+
+    def keep_from(self, index: int) -> None:
+        """Drop the samples before stream index `index`."""
+        drop = min(max(0, index - self.start), self.hi - self.lo)
+        self.lo, self.start = self.lo + drop, self.start + drop
+
+
 class LeadIn:
     """One stream's lead-in: its samples until the onset become silence windows."""
 
@@ -36,8 +65,7 @@ class LeadIn:
         self.threshold = 10 ** (dbfs / 20)
         self.gate = None if gate_dbfs is None else 10 ** (gate_dbfs / 10) * window  # a window's sum of squares
         self.preroll, self.window, self.hop, self.stack, self.max_wait = preroll, window, hop, stack, max_wait
-        self.held = np.zeros(0, np.float32)  # samples from `start` to `seen`, while waiting
-        self.start = 0
+        self.held = _Held()  # the samples a later onset may start in, and a window before them, while waiting
         self.seen = 0  # samples watched
         self.first_loud: int | None = None  # index of the first sample over `dbfs`
         self.emitted = 0  # silence windows given
@@ -50,33 +78,34 @@ class LeadIn:
             return 0, audio
         new = audio.numpy()
         old, self.seen = self.seen, self.seen + len(new)
-        buf = np.concatenate([self.held, new]) if len(self.held) else new
         if self.first_loud is None:
             loud = np.flatnonzero(np.abs(new) > self.threshold)
             self.first_loud = old + int(loud[0]) if len(loud) else None
-        onset = self._onset(buf, old) if self.first_loud is not None else None
+        onset = self._onset(new, old) if self.first_loud is not None else None
         if onset is None and last and self.first_loud is not None:
             onset = self.first_loud
         if onset is not None:
-            self.done, self.held = True, self.held[:0]
-            samples = torch.from_numpy(np.ascontiguousarray(buf[onset - self.start :]))
-            return lead_frames(onset, self.hop, self.stack) - self.emitted, samples
+            held, start = self.held.view(), self.held.start
+            self.done, self.held = True, _Held()
+            samples = np.concatenate([held, new])[onset - start :]
+            return lead_frames(onset, self.hop, self.stack) - self.emitted, torch.from_numpy(samples)
         # Waiting: no later onset comes before `earliest`; hold a window before it (the gate's sums), give the rest
         # of the time as silence frames.
         earliest = max(0, min(self.first_loud if self.first_loud is not None else self.seen,
                               self.seen - self.preroll - self.window))
-        keep_from = max(0, earliest - self.window)
-        self.held, self.start = buf[keep_from - self.start :].copy(), keep_from
+        self.held.append(new)
+        self.held.keep_from(earliest - self.window)
         silent = earliest // self.hop
         silent, self.emitted = silent - self.emitted, silent
         return silent, audio[:0]
 
-    def _onset(self, buf: np.ndarray, old: int) -> int | None:
-        """The onset if it is known now (`buf`: samples from `start`, the new ones from `old` on)."""
+    def _onset(self, new: np.ndarray, old: int) -> int | None:
+        """The onset if it is known now (`new`: the samples from stream index `old` on, after the held ones)."""
         if self.gate is None:
             return self.first_loud
-        back = min(old - self.start, self.window - 1)  # the windows ending at the new samples
-        ends = window_sums(buf[old - self.start - back :], self.window)[back:]
+        held = self.held.view()
+        back = min(len(held), self.window - 1)  # the windows ending at the new samples reach back this far
+        ends = window_sums(np.concatenate([held[len(held) - back :], new]), self.window)[back:]
         over = np.flatnonzero(ends > self.gate) + old  # (their last sample's index)
         over = over[over < self.first_loud + self.max_wait]
         if len(over):
@@ -84,11 +113,11 @@ class LeadIn:
         return self.first_loud if self.seen - self.first_loud >= self.max_wait else None  # a quiet talker's wait
 
     def snapshot(self) -> dict:
-        return {"held": self.held.copy(), "start": self.start, "seen": self.seen, "first_loud": self.first_loud,
-                "emitted": self.emitted, "done": self.done}
+        return {"held": self.held.view().copy(), "start": self.held.start, "seen": self.seen,
+                "first_loud": self.first_loud, "emitted": self.emitted, "done": self.done}
 
     def restore(self, state: dict) -> None:
-        self.held, self.start, self.seen = state["held"].copy(), state["start"], state["seen"]
+        self.held, self.seen = _Held(state["held"], state["start"]), state["seen"]
         self.first_loud, self.emitted, self.done = state["first_loud"], state["emitted"], state["done"]
 
 
