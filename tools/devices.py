@@ -126,17 +126,12 @@ def _av_trip(
     enc = av.CodecContext.create(codec, "w")
     enc.sample_rate, enc.layout, enc.format, enc.bit_rate, enc.options = rate, "mono", "s16", bit_rate, options
     enc.open()
-    size = enc.frame_size
     pcm = (np.clip(x, -1, 1) * 32767).astype(np.int16)
-    pcm = np.pad(pcm, (0, -len(pcm) % size))
     dec = av.CodecContext.create(decoder, "r")
     dec.sample_rate, dec.layout = rate, "mono"
-    packets = []
-    for i in range(0, len(pcm), size):
-        frame = av.AudioFrame.from_ndarray(pcm[None, i : i + size], format="s16", layout="mono")
-        frame.sample_rate, frame.pts = rate, i
-        packets += enc.encode(frame)
-    packets += enc.encode(None)
+    frame = av.AudioFrame.from_ndarray(pcm[None], format="s16", layout="mono")
+    frame.sample_rate, frame.pts = rate, 0
+    packets = [*enc.encode(frame), *enc.encode(None)]  # PyAV cuts the codec's frames (a Python loop cost ~20% more)
     out, out_rate = [], rate
     for packet in [*packets, None]:
         for frame in dec.decode(packet):
