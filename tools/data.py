@@ -175,7 +175,7 @@ class BatchStream(torch.utils.data.IterableDataset):
         if self.augment is not None:
             audio = augment_audio(audio, rate, self.augment, rng)
         with torch.no_grad():
-            features = utterance_frames(self.logmel, torch.from_numpy(np.ascontiguousarray(audio)), self.stack)
+            features = utterance_frames(self.logmel, torch.from_numpy(np.require(audio, requirements="CW")), self.stack)
             if self.augment is not None:
                 features = augment_features(features, self.augment, rng)
         return features, normalize_text(text)
