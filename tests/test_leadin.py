@@ -92,3 +92,27 @@ def test_the_rule_streams_exactly(features, lead, noise, quiet, sizes):
 def _extractor(**features):
     ckpt = load_checkpoint("digits")
     return dataclasses.replace(ckpt, features=dataclasses.replace(ckpt.features, lead_in_dbfs=-90.0, **features)).extractor()
+
+
+def test_training_reads_a_lead_in_as_streaming_does():
+    """Training's one plain LSTM call over padded items (gradients on, no lengths) gives each item the outputs its
+    own stream gets, lead-in steps (certain blanks) included."""
+    ckpt = load_checkpoint("digits")
+    model = ckpt.model
+    assert model.cfg.idle_lead_in
+    silence = float(model.cfg.feature_floor)
+    items = [torch.randn(90, 40) - 4.0, torch.randn(60, 40) - 4.0]
+    items[0][:30] = silence  # ten steps of lead-in
+    items[1][:45] = silence  # fifteen
+    batch = torch.nn.utils.rnn.pad_sequence(items, batch_first=True)
+    with torch.enable_grad():
+        trained, _ = model(batch)
+    for i, item in enumerate(items):
+        with torch.no_grad():
+            streamed = model(item[None])[0][0]  # the whole item as one stream
+            first, state = model(item[None, :30])  # and in two calls, the state carried
+            second, _ = model(item[None, 30:], state)
+        steps = len(item) // 3
+        torch.testing.assert_close(trained[i, :steps].detach(), streamed, atol=1e-5, rtol=1e-5)
+        torch.testing.assert_close(torch.cat([first[0], second[0]]), streamed, atol=1e-5, rtol=1e-5)
+        assert (streamed[: {0: 10, 1: 15}[i], 0] == 0.0).all()  # the lead-in's steps: certain blanks
