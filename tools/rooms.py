@@ -18,6 +18,7 @@ import argparse
 import functools
 import hashlib
 import itertools
+import os
 import sys
 from pathlib import Path
 
@@ -100,7 +101,7 @@ def build_bank(folder: str | Path, seed: int = 0, rooms: int = 400, log: bool = 
             print(f"rooms: {i + 1}/{rooms}", file=sys.stderr, flush=True)
     offsets = np.cumsum([0] + [len(h) for h in rirs])
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_suffix(".tmp.npz")
+    tmp = path.with_suffix(f".{os.getpid()}.tmp.npz")  # each builder its own file: two runs sharing data/rirs
     np.savez(tmp, rirs=np.concatenate(rirs), offsets=offsets, rt60=np.array(rt60), distance=np.array(dist))
     tmp.replace(path)  # a worker that reads it meanwhile never sees half a file
     return path
@@ -166,7 +167,7 @@ def babble_pool(folder: str, manifests: tuple[str, ...], seed: int = 0, utteranc
         print(f"rooms: building the babble pool {path} (once)", file=sys.stderr, flush=True)
         pool = build_babble_pool(manifests, seed, utterances)
         path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_suffix(".tmp.npy")
+        tmp = path.with_suffix(f".{os.getpid()}.tmp.npy")
         np.save(tmp, pool)
         tmp.replace(path)
     return np.load(path, mmap_mode="r")
