@@ -115,10 +115,14 @@ def utterance_frames(logmel: LogMel, samples: torch.Tensor, stack: int) -> torch
     """A whole utterance's frames as a stream of it gives them (training): the log-mel, with the lead-in rule."""
     if logmel.cfg.lead_in_dbfs is None:
         return logmel(samples)
-    cfg = logmel.cfg
-    return leadin.utterance_frames(logmel, samples, cfg.lead_in_dbfs, cfg.lead_in_gate_dbfs,
-                                   round(cfg.lead_in_preroll * cfg.sample_rate), stack,
-                                   round(cfg.lead_in_max_wait * cfg.sample_rate))
+    dbfs, gate, preroll, max_wait = _lead_in(logmel.cfg)
+    return leadin.utterance_frames(logmel, samples, dbfs, gate, preroll, stack, max_wait)
+
+
+def _lead_in(cfg: FeatureConfig) -> tuple[float, float | None, int, int]:
+    """The lead-in rule's settings as the stream and training both use them: levels, and times in samples."""
+    return (cfg.lead_in_dbfs, cfg.lead_in_gate_dbfs, round(cfg.lead_in_preroll * cfg.sample_rate),
+            round(cfg.lead_in_max_wait * cfg.sample_rate))
 
 
 @functools.lru_cache(maxsize=4)
@@ -175,9 +179,11 @@ class LogMelFrontEnd:
         self.stack = extractor.stack
         self._pending = torch.zeros(0, cfg.n_mels)
         self._tail = tail_padding(extractor.tail_steps * self.stack * cfg.hop_length)
-        self.lead = None if cfg.lead_in_dbfs is None else leadin.LeadIn(
-            cfg.lead_in_dbfs, cfg.lead_in_gate_dbfs, round(cfg.lead_in_preroll * cfg.sample_rate), cfg.win_length,
-            cfg.hop_length, self.stack, round(cfg.lead_in_max_wait * cfg.sample_rate))
+        if cfg.lead_in_dbfs is None:
+            self.lead = None
+        else:
+            dbfs, gate, preroll, max_wait = _lead_in(cfg)
+            self.lead = leadin.LeadIn(dbfs, gate, preroll, cfg.win_length, cfg.hop_length, self.stack, max_wait)
 
     def cut(self, samples: np.ndarray, last: bool = False) -> torch.Tensor:
         """Converted audio cut into frames [n, win_length]; at the end, the tail padding too."""

@@ -14,7 +14,7 @@ So a lead-in of zeros, or of noise under the gate, of any length gives from the 
 stream without it (provided the recording's own sound begins over a pre-roll after its start).
 
 Invariant: the frames depend only on the samples, never on how they were cut into chunks (the windows are slid
-over every sample with their sums carried; silence frames are counted from sample counts, one a hop while the
+over every sample, a window of the held samples before each chunk's; silence frames are counted from sample counts, one a hop while the
 stream waits, a pre-roll and a window behind). Times move later by under a step (30 ms at 3 x 10 ms).
 `utterance_frames` is the same rule over a whole utterance (training), so a model learns on the frames it will
 be given.
