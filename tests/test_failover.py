@@ -202,7 +202,7 @@ def test_without_a_restartable_pipeline_nothing_is_kept(recognizer):
     key = ingest.open(16000)
     ingest.push(key, np.zeros(16000, np.float32))
     ingest.submit()
-    assert not ingest._streams[key].sent
+    assert not ingest._streams[key].journal.sent
 
 
 # ---------------------------------------------------------------------------------------------- overload

@@ -1,0 +1,87 @@
+"""A stream's life in the ingest as one value, and `StreamStatus`, the view of it its producer gets.
+
+Invariant: a stream's phase only moves forward, WAITING_SLOT -> GRANTED -> OPEN -> LAST_SENT -> DONE (a stream
+whose first chunk is its last goes from GRANTED straight to LAST_SENT, and any phase may end in DONE), except
+that a failover rewinds every stream not DONE to WAITING_SLOT: the new pipeline knows none of them. DONE is
+final. How a stream ended, when not in the normal way, is its `ending` (with `error` saying why in words).
+
+Whether the producer has finished its input is not a phase: it is its buffer's `ended`, since a producer may
+finish at any point of the life above (before its stream has a slot, say), and the ingest goes on sending what
+is buffered until the last chunk is out.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from enum import Enum
+
+from .buffer import Buffer
+from .journal import Entry
+
+
+class Phase(Enum):
+    WAITING_SLOT = "waiting for a model slot"  # input buffers until the pipeline grants one (`reserve`)
+    GRANTED = "granted a slot"  # its next chunk opens it: that chunk carries the rate, channels, restore
+    OPEN = "open"  # chunks flow
+    LAST_SENT = "last chunk sent"  # the pipeline's last word for it is still to come
+    DONE = "done"  # nothing more comes from the pipeline (its last word, an error, a close or a lost pipeline)
+
+    @property
+    def live(self) -> bool:
+        """Whether chunks may still be sent."""
+        return self in (Phase.WAITING_SLOT, Phase.GRANTED, Phase.OPEN)
+
+    @property
+    def holds_slot(self) -> bool:
+        return self in (Phase.GRANTED, Phase.OPEN, Phase.LAST_SENT)
+
+
+class Ending(Enum):
+    """How a stream ended other than by its own last word."""
+
+    ERROR = "error"  # the pipeline refused it (bad input) or the ingest was closed under it
+    EXPIRED = "expired"  # idle past the model's timeout: the model freed its slot
+    LOST = "lost"  # the pipeline died and could not be restarted
+
+
+@dataclass(frozen=True)
+class StreamStatus:
+    """Where one stream stands, as its producer sees it."""
+
+    finishing: bool  # finish() was called
+    done: bool  # the pipeline said its last word (or it failed)
+    inflight: int  # ticks carrying its chunks, not yet delivered
+    ready: bool  # it has a chunk to send
+    error: str | None = None
+    expired: bool = False
+    lost: bool = False  # the pipeline died before the stream was over
+
+    @property
+    def over(self) -> bool:
+        """Done and nothing more to come: its events are all delivered."""
+        return self.done and not self.inflight
+
+
+@dataclass
+class Stream:
+    """One stream's record: its input, its life, and what failover keeps of it."""
+
+    rate: int
+    channels: int | None
+    journal: Entry
+    buffer: Buffer = field(default_factory=Buffer)
+    phase: Phase = Phase.WAITING_SLOT
+    ending: Ending | None = None
+    error: str | None = None
+    inflight: int = 0  # ticks carrying its chunks, not yet delivered
+    events: list = field(default_factory=list)  # delivered by the pipeline, not yet taken by the producer
+
+    def fail(self, ending: Ending, error: str, override: bool = False) -> None:
+        """Record how it ended (the first reason stays, unless `override`)."""
+        if self.error is None or override:
+            self.ending, self.error = ending, error
+
+    def status(self, ready: bool) -> StreamStatus:
+        done = self.phase is Phase.DONE
+        expired, lost = self.ending is Ending.EXPIRED, self.ending is Ending.LOST
+        return StreamStatus(self.buffer.ended, done, self.inflight, ready, self.error, expired, lost)
