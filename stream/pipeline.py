@@ -4,19 +4,25 @@
 implementations are `LocalPipeline` here (the stages called one after the other in this process),
 `stream.process.ProcessPipeline` (LocalPipelines in child processes) and `stream.distributed.actors.RayPipeline`
 (the same stages in Ray actors); no caller tells them apart.
+
+Invariant: `submit` returns a `concurrent.futures.Future` of the tick's updates, which fails with the error that
+undid the tick (a lost worker's among them: the ingest hands it to `restart`); the ingest alone waits on these
+Futures (`concurrent.futures.wait`, `Future.done`, `Future.result`), so no pipeline reinvents waiting.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable, Hashable
+from concurrent.futures import Future
 from dataclasses import dataclass, field
-from typing import Any, Protocol
+from typing import Protocol
 
 from models.decoding import DecodeOptions
 from models.frontend import Extractor
 from models.model import AcousticModel
 
 from .backend import BackEnd, EndpointConfig
+from .futures import completed
 from .messages import Chunk, Key, Update
 from .stages import DecodeStage, FeatureStage, ModelStage
 
@@ -45,19 +51,9 @@ class Pipeline(Protocol):
         """Ask model slots for new streams; -> those granted (the rest ask again later: backpressure)."""
         ...
 
-    def submit(self, producer: Hashable, seq: int, chunks: dict[Key, Chunk]) -> Any:
-        """Send one tick (the producer's `seq`-th); -> a handle for `ready` / `get`."""
-        ...
-
-    def ready(self, handles: list, timeout: float | None) -> int:
-        """How many of the oldest ticks are done, waiting up to `timeout` (None: forever) for the first."""
-        ...
-
-    def get(self, handle: Any) -> dict[Key, Update]:
-        ...
-
-    def wait(self, handles: list, timeout: float | None) -> None:
-        """Until any of the ticks (of this or other pipelines of its kind) is done, or `timeout`."""
+    def submit(self, producer: Hashable, seq: int, chunks: dict[Key, Chunk]) -> Future[dict[Key, Update]]:
+        """Send one tick (the producer's `seq`-th); -> a Future of every stream's update. A call that cannot even
+        be sent (its worker known lost) may raise at once instead."""
         ...
 
     def restart(self, error: BaseException) -> bool:
@@ -77,7 +73,8 @@ class Pipeline(Protocol):
 
 
 class LocalPipeline:
-    """The three stages called one after the other in this process; a tick is done when `submit` returns."""
+    """The three stages called one after the other in this process; a tick is done when `submit` returns (its
+    Future already completed; a stage's failure raises from `submit` itself, as it always did)."""
 
     def __init__(
         self, extractor: Extractor, model: AcousticModel, make_backend: Callable[[], BackEnd], spec: PipelineSpec = PipelineSpec()
@@ -88,7 +85,11 @@ class LocalPipeline:
         self.node_id = "local"
         self.restartable = False  # nothing here can be lost without this process
 
-    def submit(self, producer: Hashable, seq: int, chunks: dict[Key, Chunk]) -> dict[Key, Update]:
+    def submit(self, producer: Hashable, seq: int, chunks: dict[Key, Chunk]) -> Future[dict[Key, Update]]:
+        return completed(self.step(producer, seq, chunks))
+
+    def step(self, producer: Hashable, seq: int, chunks: dict[Key, Chunk]) -> dict[Key, Update]:
+        """One tick through the stages, here and now: -> every stream's update."""
         req = self.model.submit(self.features.process(chunks), producer)
         self.model.tick()
         self.features.drop(self.model.expire())
@@ -96,15 +97,6 @@ class LocalPipeline:
 
     def reserve(self, keys: list) -> list:
         return self.model.reserve(keys)
-
-    def ready(self, handles: list, timeout: float | None) -> int:
-        return len(handles)  # computed at submit
-
-    def get(self, handle: dict[Key, Update]) -> dict[Key, Update]:
-        return handle
-
-    def wait(self, handles: list, timeout: float | None) -> None:
-        pass
 
     def restart(self, error: BaseException) -> bool:
         return False

@@ -14,8 +14,10 @@ Invariants:
   waits for a busy child to read (a pipe buffers 64 KB; a tick of 40 streams x 500 ms of 16-bit 8 kHz audio is
   320 KB, 160 KB a child of two, so a send blocked until the child had finished the tick before: the server's hub
   stalled with it, every answer late).
-- A child that dies (killed, out of memory) is a lost worker: calls then raise `PipelineProcessLost` and `restart`
-  starts fresh children, so an Ingest with failover replays its streams from their snapshots, as on Ray.
+- Every request is a Future, completed by its child's reader thread with the answer (or the child's error), in
+  the order the requests were sent. A child that dies (killed, out of memory) is a lost worker: its pending
+  Futures and any later call fail with `PipelineProcessLost`, and `restart` starts fresh children, so an Ingest
+  with failover replays its streams from their snapshots, as on Ray. Children replaced or closed fail theirs too.
 """
 
 from __future__ import annotations
@@ -26,13 +28,16 @@ import os
 import queue
 import signal
 import threading
+from collections import deque
 from collections.abc import Hashable
+from concurrent.futures import Future
 from dataclasses import dataclass, field
 from typing import Any
 
 from models.checkpoint import Checkpoint, checkpoint_bytes
 from models.errors import one_line
 
+from .futures import merged
 from .ingest import IngestOptions
 from .messages import Chunk, Chunks, Key, Update
 from .pipeline import PipelineSpec
@@ -81,8 +86,8 @@ def _child(conn, spec: PipelineSpec, threads: int) -> None:
             conn.send(("error", ValueError(f"the pipeline process answers {', '.join(_OPS)}, not {op!r}")))
             continue
         try:
-            if op == "submit":
-                args = (args[0], args[1], args[2].unpack())
+            if op == "submit":  # the tick through the stages here and now (`step`): its Future is the parent's
+                op, args = "step", (args[0], args[1], args[2].unpack())
             conn.send(("ok", getattr(pipeline, op)(*args)))
         except Exception as e:  # the request's failure, answered; the child carries on
             conn.send(("error", e if _picklable(e) else RuntimeError(one_line(e))))
@@ -100,14 +105,13 @@ def _picklable(e: BaseException) -> bool:
 
 @dataclass(eq=False)
 class _Child:
-    """One child process, what its writer thread is to send and what its reader thread has taken from its pipe."""
+    """One child process, what its writer thread is to send and the Futures its reader thread is to complete."""
 
     proc: Any
     conn: Any
     outbox: queue.SimpleQueue = field(default_factory=queue.SimpleQueue)  # requests, then None: the writer ends
-    sent: int = 0  # requests queued, numbered from 0
-    replies: dict = field(default_factory=dict)  # request number -> (kind, value), until taken
-    lost: PipelineProcessLost | None = None
+    waiting: deque[Future] = field(default_factory=deque)  # one per request sent and not yet answered, in order
+    lost: PipelineProcessLost | None = None  # once set, never answered again: its Futures have failed
 
 
 class ProcessPipeline:
@@ -132,9 +136,8 @@ class ProcessPipeline:
         # and shares torch's pages (PSS 125 MB a child, against 360 MB spawned).
         self._ctx = multiprocessing.get_context("forkserver")
         self._ctx.set_forkserver_preload(["torch", "stream.session"])
-        self._cond = threading.Condition()  # guards the replies; every reader notifies on each
-        self._send_lock = threading.Lock()  # requests numbered in the order they are queued
-        self._generation = 0  # of the children: a handle of an older one is never answered
+        self._lock = threading.Lock()  # guards the children's `waiting` and `lost`: a request's Future is queued
+        # with the request itself, so its answer (read in order) always finds it
         self._children: list[_Child] = []
         self._start()
 
@@ -156,11 +159,10 @@ class ProcessPipeline:
             for c in started:
                 c.proc.kill()
             raise
-        with self._send_lock, self._cond:
-            self._generation += 1
+        with self._lock:
             self._children = started
         for c in started:
-            threading.Thread(target=self._read, args=(c, self._generation), name="rnnstream-pipeline-reader", daemon=True).start()
+            threading.Thread(target=self._read, args=(c,), name="rnnstream-pipeline-reader", daemon=True).start()
             threading.Thread(target=self._write, args=(c,), name="rnnstream-pipeline-writer", daemon=True).start()
 
     def _write(self, child: _Child) -> None:
@@ -169,105 +171,65 @@ class ProcessPipeline:
             try:
                 child.conn.send(request)
             except (OSError, ValueError) as e:  # the child died (its reader sees EOF too)
-                self._lose(child, one_line(e))
+                self._lose(child, _gone(child, one_line(e)))
                 return
 
-    def _read(self, child: _Child, generation: int) -> None:
-        """Every answer of one child, in order, into its `replies` by request number; EOF marks it lost."""
-        n = 0
+    def _read(self, child: _Child) -> None:
+        """Every answer of one child, in order, completes the oldest of its Futures; EOF marks it lost."""
         while True:
             try:
-                reply = child.conn.recv()
+                kind, value = child.conn.recv()
             except (EOFError, OSError):
                 child.proc.join(1)
-                self._lose(child, f"exit code {child.proc.exitcode}")
+                self._lose(child, _gone(child, f"exit code {child.proc.exitcode}"))
                 return
-            with self._cond:
-                if generation != self._generation:
+            with self._lock:
+                if child.lost is not None:  # replaced or closed: its Futures have failed already
                     return
-                child.replies[n] = reply
-                n += 1
-                self._cond.notify_all()
+                future = child.waiting.popleft()
+            if kind == "error":
+                future.set_exception(value)
+            else:
+                future.set_result(value)
 
-    def _lose(self, child: _Child, why: str) -> None:
-        """Mark a child lost (once: its reader or its writer, whichever sees it first); waiting calls then fail."""
-        with self._cond:
+    def _lose(self, child: _Child, error: PipelineProcessLost) -> None:
+        """Mark a child lost (once: its reader or its writer, whichever sees it first, or its replacement) and fail
+        the Futures it will never answer."""
+        with self._lock:
             if child.lost is None:
-                child.lost = PipelineProcessLost(f"the pipeline process {child.proc.pid} is gone ({why})")
-            self._cond.notify_all()
+                child.lost = error
+            waiting, child.waiting = child.waiting, deque()
+        for future in waiting:
+            future.set_exception(child.lost)
 
-    def _request(self, i: int, op: str, *args) -> tuple[int, int, int]:
-        """-> a part handle (generation, child, request number)."""
-        with self._send_lock:
+    def _request(self, i: int, op: str, *args) -> Future:
+        """-> the Future of child `i`'s answer."""
+        future: Future = Future()
+        with self._lock:
             child = self._children[i]
             if child.lost is not None:
                 raise child.lost
-            part = (self._generation, i, child.sent)
+            child.waiting.append(future)
             child.outbox.put((op, args))
-            child.sent += 1
-        return part
-
-    def _done(self, parts: tuple) -> bool:
-        """(Under the condition.) Every part answered, or never to be: its child lost or replaced."""
-        for generation, i, n in parts:
-            if generation == self._generation and n not in self._children[i].replies and self._children[i].lost is None:
-                return False
-        return True
-
-    def _results(self, parts: tuple) -> list:
-        with self._cond:
-            self._cond.wait_for(lambda: self._done(parts))
-            out, error = [], None
-            for generation, i, n in parts:
-                child = self._children[i] if generation == self._generation else None
-                reply = child.replies.pop(n, None) if child is not None else None
-                if reply is None:
-                    error = error or (child.lost if child is not None else None) or PipelineProcessLost("the pipeline process was replaced")
-                elif reply[0] == "error":
-                    error = error or reply[1]
-                else:
-                    out.append(reply[1])
-            if error is not None:
-                raise error
-            return out
+        return future
 
     # -- the Pipeline protocol
 
     def reserve(self, keys: list) -> list:
-        shares = self._shares(keys)
-        parts = tuple(self._request(i, "reserve", share) for i, share in shares.items())
-        return [key for granted in self._results(parts) for key in granted]
+        parts = [self._request(i, "reserve", share) for i, share in self._shares(keys).items()]
+        return [key for part in parts for key in part.result()]
 
-    def submit(self, producer: Hashable, seq: int, chunks: dict[Key, Chunk]) -> tuple:
-        """-> the tick's handle: one part per child that has streams in it."""
+    def submit(self, producer: Hashable, seq: int, chunks: dict[Key, Chunk]) -> Future[dict[Key, Update]]:
+        """-> the tick's Future: the updates of every child that has streams in it."""
         shares = self._shares(list(chunks)) or {0: []}
-        return tuple(self._request(i, "submit", producer, seq, Chunks.pack({k: chunks[k] for k in share}))
-                     for i, share in shares.items())
+        return merged([self._request(i, "submit", producer, seq, Chunks.pack({k: chunks[k] for k in share}))
+                       for i, share in shares.items()])
 
     def _shares(self, keys: list) -> dict[int, list]:
         shares: dict[int, list] = {}
         for key in keys:
             shares.setdefault(shard_of(key, self.processes), []).append(key)
         return shares
-
-    def ready(self, handles: list, timeout: float | None) -> int:
-        with self._cond:
-            if handles:
-                self._cond.wait_for(lambda: self._done(handles[0]), timeout)
-            n = 0
-            while n < len(handles) and self._done(handles[n]):
-                n += 1
-            return n
-
-    def get(self, handle: tuple) -> dict[Key, Update]:
-        updates: dict[Key, Update] = {}
-        for part in self._results(handle):
-            updates.update(part)
-        return updates
-
-    def wait(self, handles: list, timeout: float | None) -> None:
-        with self._cond:
-            self._cond.wait_for(lambda: any(self._done(h) for h in handles), timeout)
 
     def restart(self, error: BaseException) -> bool:
         """Fresh children after a lost one (every stream reopens from the producer's snapshots, so the survivors
@@ -280,8 +242,8 @@ class ProcessPipeline:
         return True
 
     def stats(self) -> dict:
-        parts = tuple(self._request(i, "stats") for i in range(len(self._children)))
-        per_child = self._results(parts)
+        parts = [self._request(i, "stats") for i in range(len(self._children))]
+        per_child = [part.result() for part in parts]
         return {k: sum(s[k] for s in per_child) for k in per_child[0]} | {"processes": len(per_child)}
 
     def pids(self) -> list[int]:
@@ -291,9 +253,8 @@ class ProcessPipeline:
         self._stop_children(timeout)
 
     def _stop_children(self, timeout: float) -> None:
-        with self._cond:
-            self._generation += 1  # their readers stop; calls on their handles fail
-            self._cond.notify_all()
+        for c in self._children:  # their readers stop; their Futures not yet answered fail
+            self._lose(c, PipelineProcessLost("the pipeline process was replaced"))
         for c in self._children:
             c.outbox.put(("stop", ()))  # after the requests already queued
             c.outbox.put(None)
@@ -303,6 +264,10 @@ class ProcessPipeline:
                 c.proc.kill()
                 c.proc.join(timeout)
             c.conn.close()
+
+
+def _gone(child: _Child, why: str) -> PipelineProcessLost:
+    return PipelineProcessLost(f"the pipeline process {child.proc.pid} is gone ({why})")
 
 
 def _send_model(child: _Child, checkpoint: bytes) -> None:

@@ -140,7 +140,7 @@ class Session:
     def _step(self, chunk: Chunk) -> list[Event]:
         if self.closed:
             raise RuntimeError("session is finished")
-        update = self.pipeline.submit(None, self._ticks, {self._KEY: chunk}).get(self._KEY)
+        update = self.pipeline.step(None, self._ticks, {self._KEY: chunk}).get(self._KEY)
         self._ticks += 1
         if update is None:
             return []

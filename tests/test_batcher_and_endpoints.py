@@ -43,7 +43,7 @@ def test_batched_streams_match_separate_sessions(recognizer, digits_audio):
                 tick[k] = Chunk(chunks[k][i], **opens)
             elif i == len(chunks[k]):
                 tick[k] = Chunk(np.zeros(0, np.float32), last=True, **opens)
-        for k, update in pipeline.submit("test", i, tick).items():
+        for k, update in pipeline.step("test", i, tick).items():
             assert not update.error, update.error
             events[k] += update.events
         lstm_calls += 1

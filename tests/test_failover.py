@@ -7,7 +7,9 @@ from __future__ import annotations
 
 import os
 import signal
+import threading
 import time
+from concurrent.futures import Future
 
 import numpy as np
 import pytest
@@ -127,8 +129,8 @@ def _replayed(recognizer, audio, size, n):
 
 
 class LosingPipeline:
-    """The in-process pipeline, except that its worker is "lost" at the given ticks (their results never come
-    back, as when an actor dies after doing the work); `restart` builds fresh stages, as Ray's would."""
+    """The in-process pipeline, except that its worker is "lost" at the given ticks (their Futures fail, as when an
+    actor dies after doing the work); `restart` builds fresh stages, as Ray's would."""
 
     restartable = True
 
@@ -144,13 +146,12 @@ class LosingPipeline:
 
     def submit(self, producer, seq, chunks):
         self.ticks += 1
-        updates = self.local.submit(producer, seq, chunks)
-        return None if self.ticks in self.lose_at else updates
-
-    def get(self, handle):
-        if handle is None:
-            raise ConnectionError("worker lost")
-        return handle
+        done = self.local.submit(producer, seq, chunks)
+        if self.ticks not in self.lose_at:
+            return done
+        lost = Future()
+        lost.set_exception(ConnectionError("worker lost"))
+        return lost
 
     def restart(self, error: BaseException) -> bool:
         self.restarts += 1
@@ -159,12 +160,6 @@ class LosingPipeline:
 
     def reserve(self, keys):
         return self.local.reserve(keys)
-
-    def ready(self, handles, timeout):
-        return len(handles)
-
-    def wait(self, handles, timeout):
-        pass
 
     def stats(self):
         return self.local.stats()
@@ -213,18 +208,14 @@ class SlowPipeline(LosingPipeline):
 
     def __init__(self, recognizer, seconds: float):
         super().__init__(recognizer, set())
-        self.seconds, self.sent = seconds, {}
+        self.seconds = seconds
 
     def submit(self, producer, seq, chunks):
-        handle = super().submit(producer, seq, chunks)
-        self.sent[id(handle)] = time.monotonic()
-        return handle
-
-    def ready(self, handles, timeout):
-        n = 0
-        while n < len(handles) and time.monotonic() - self.sent[id(handles[n])] >= self.seconds:
-            n += 1
-        return n
+        done, slow = super().submit(producer, seq, chunks), Future()
+        timer = threading.Timer(self.seconds, lambda: slow.set_result(done.result()))
+        timer.daemon = True
+        timer.start()
+        return slow
 
 
 def test_past_the_latency_budget_new_streams_are_refused_and_open_ones_go_on(recognizer):
@@ -341,7 +332,7 @@ def test_a_tick_is_queued_for_a_busy_child_never_written_under_the_caller(recogn
         for key in keys:
             ingest.push(key, audio[:16000])  # 100 x 1 s of float32: 6.4 MB
         assert ingest.submit(block=False)
-        assert pipeline.ready([first], 0) == 0  # the second tick was queued while the first is still being worked on
+        assert not first.done()  # the second tick was queued while the first is still being worked on
         ingest.drain()
         assert ingest.stats.ticks == 2 and not ingest.inflight
     finally:

@@ -65,7 +65,7 @@ def main(argv: list[str] | None = None) -> None:
             data = tapes[k % len(tapes)][tick * chunk : (tick + 1) * chunk].astype(np.float32)
             first = tick == 0
             chunks[k] = Chunk(data, last=tick == ticks, rate=RATE if first else None, channels=4 if first else None)
-        updates = pipeline.submit(0, tick, chunks)
+        updates = pipeline.step(0, tick, chunks)
         events += sum(len(u.events) for u in updates.values())
     cpu, wall = time.process_time() - cpu0, time.perf_counter() - wall0
     ink = args.writers * ticks * chunk / RATE

@@ -341,9 +341,8 @@ class _Fleet:
 
     def wait(self, timeout: float = 1.0) -> None:
         """Until some worker's oldest tick is done (nothing to wait for in process)."""
-        handles = [w.ingest.oldest for w in self.workers if w.ingest.oldest is not None]
-        if handles:
-            self.workers[0].pipeline.wait(handles, timeout)
+        if any(w.ingest.inflight for w in self.workers):
+            Ingest.wait_any([w.ingest for w in self.workers], timeout)
         elif self.workers and not self.opts.in_process:
             time.sleep(0.005)  # new files wait for a model slot
 

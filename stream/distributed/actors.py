@@ -6,6 +6,10 @@ features (front ends), the acoustic model (a SequenceBatcher; its tick loop merg
 sent into one batched LSTM call) and decoding (BackEnds). Ray thus costs three messages per tick, not per
 stream, and each actor runs a stage of the in-process core (stream.stages), so a stream gets exactly a
 Session's events.
+
+A tick's Future is made of its decoders' ObjectRefs (`ObjectRef.future()`): Ray completes such a Future with the
+error `ray.get` would raise (a dead actor's `ActorDiedError` as it is, a task's error as an instance of its
+cause), so a lost worker reaches the ingest as the same exception as before, and `restart` knows it by its class.
 """
 
 from __future__ import annotations
@@ -15,12 +19,14 @@ import logging
 import os
 import time
 from collections.abc import Hashable
+from concurrent.futures import Future
 from dataclasses import dataclass, field
 
 import torch
 
 from models.errors import one_line
 
+from ..futures import merged
 from ..messages import Chunk, Chunks, Frames, Key, Probs, Update
 from ..pipeline import PipelineSpec
 from ..session import Recognizer, default_device
@@ -293,38 +299,12 @@ class RayPipeline:
 
         return ray.get(self.model.reserve.remote(keys))
 
-    def submit(self, producer: Hashable, seq: int, chunks: dict[Key, Chunk]) -> list:
-        """-> the tick's handle: one result per decoder."""
+    def submit(self, producer: Hashable, seq: int, chunks: dict[Key, Chunk]) -> Future[dict[Key, Update]]:
+        """-> the tick's Future: every decoder's share of the updates (it fails as soon as one of them does)."""
         self._keep_standby()
         frames = self.features.process.remote(Chunks.pack(chunks))
         probs = self.model.step.remote(producer, seq, frames)
-        return [d.process.remote(probs) for d in self.decoders]
-
-    def ready(self, handles: list, timeout: float | None) -> int:
-        import ray
-
-        ray.wait(handles[0], num_returns=len(handles[0]), timeout=timeout, fetch_local=True)
-        refs = [r for h in handles for r in h]
-        done = set(ray.wait(refs, num_returns=len(refs), timeout=0, fetch_local=True)[0])
-        n = 0
-        while n < len(handles) and all(r in done for r in handles[n]):
-            n += 1
-        return n
-
-    def get(self, handle: list) -> dict[Key, Update]:
-        import ray
-
-        updates: dict[Key, Update] = {}
-        for part in ray.get(handle):
-            updates.update(part)
-        return updates
-
-    def wait(self, handles: list, timeout: float | None) -> None:
-        import ray
-
-        refs = [r for h in handles for r in h]
-        if refs:
-            ray.wait(refs, num_returns=1, timeout=timeout)
+        return merged([d.process.remote(probs).future() for d in self.decoders])
 
     def stats(self) -> dict:
         import ray

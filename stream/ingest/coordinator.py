@@ -14,6 +14,7 @@ import threading
 import time
 import uuid
 from collections.abc import Callable
+from concurrent.futures import Future
 from dataclasses import dataclass
 from enum import Enum
 from typing import Literal, TypeVar
@@ -172,11 +173,16 @@ class Ingest:
         return not self._ticks.full
 
     @property
-    def oldest(self) -> object | None:
-        """The handle of the oldest tick in flight (for `Pipeline.wait` over many ingests), or None."""
+    def oldest(self) -> Future[dict[Key, Update]] | None:
+        """The Future of the oldest tick in flight, or None."""
         with self._lock:
             tick = self._ticks.oldest
-            return None if tick is None else tick.handle
+            return None if tick is None else tick.future
+
+    @staticmethod
+    def wait_any(ingests: list[Ingest], timeout: float | None) -> None:
+        """Until the oldest tick of one of the ingests is done (whatever their pipelines), at most `timeout`."""
+        Window.wait_any([f for i in ingests if (f := i.oldest) is not None], timeout)
 
     def submit(self, block: bool = True) -> bool:
         """Send one tick with the ready chunk of every stream; False if nothing was sent (True after a failover
@@ -199,10 +205,10 @@ class Ingest:
             chunks, marks, oldest = self._streams.cut(self._ticks.seq)
             if not chunks:
                 return False
-            handle = self._call(self.pipeline.submit, self.producer, self._ticks.seq, chunks)
-            if handle is RECOVERED:
+            future = self._call(self.pipeline.submit, self.producer, self._ticks.seq, chunks)
+            if future is RECOVERED:
                 return True
-            self._ticks.add(handle, list(chunks), marks, oldest)
+            self._ticks.add(future, list(chunks), marks, oldest)
             self.stats.ticks += 1
             self.stats.chunks += len(chunks)
             self.stats.max_inflight = max(self.stats.max_inflight, len(self._ticks))
@@ -214,11 +220,9 @@ class Ingest:
             self._check()
             if not self._ticks:
                 return 0
-            done = self._call(self.pipeline.ready, self._ticks.handles(), timeout)
-            if done is RECOVERED:
-                return 0
+            done = self._ticks.wait(timeout)
             for _ in range(done):
-                updates = self._call(self.pipeline.get, self._ticks.oldest.handle)
+                updates = self._call(self._ticks.oldest.future.result)  # (a lost worker's error: failover)
                 if updates is RECOVERED:
                     return 0
                 self._deliver(self._ticks.pop(), updates)
@@ -231,7 +235,7 @@ class Ingest:
         if oldest is None:
             time.sleep(min(timeout, 0.005))
         else:
-            self.pipeline.ready([oldest], timeout)
+            Window.wait_any([oldest], timeout)
 
     def pump(self, key: Key, block: bool) -> tuple[list[Event], StreamStatus]:
         """Send what is ready and deliver what is done; with `block`, until the stream has nothing queued or in
