@@ -96,6 +96,7 @@ class GreedyDecoder:
         self._emissions: list[_Emission] = []
         self._closed: list[Word] = []  # the words of _emissions[:_open]
         self._open = 0
+        self.revision = 0  # counts changes that can change the text: a partial is read again only after one
 
     def view(self, log_probs: torch.Tensor) -> torch.Tensor:
         """What this decoder reads of `log_probs` (a charset's restriction reads less)."""
@@ -110,9 +111,15 @@ class GreedyDecoder:
                     last.last, last.prob = first_step + i, max(last.prob, math.exp(lp))
                 else:
                     self._emissions.append(_Emission(k, first_step + i, first_step + i, math.exp(lp)))
+                    self.revision += 1  # (a step that goes on with the last token changes its time, not the text)
             self._prev = k
 
     accept_view = accept  # (its view is the log-probabilities themselves)
+
+    def accept_blank(self, log_probs: torch.Tensor, first_step: int) -> None:
+        """`accept_view` for steps the caller knows are all blank (it read their argmax for the whole tick)."""
+        if log_probs.shape[0]:
+            self._prev = self.tokenizer.blank
 
     def partial(self) -> Hypothesis:
         emissions, boundary = self._emissions, self.tokenizer.boundary
@@ -126,6 +133,7 @@ class GreedyDecoder:
     def finish(self) -> Hypothesis:
         hyp = self.partial()
         self._emissions, self._closed, self._open = [], [], 0
+        self.revision += 1
         return hyp
 
 
@@ -156,9 +164,11 @@ class BeamDecoder:
         self._steps = 0  # their length
         self._first_step = 0
         self._started = False
+        self._closed: tuple[int, list[int], tuple[Word, ...]] | None = None  # (step, path before it, words it closed)
         # flashlight ends a hypothesis mid-word when no beam entry reached a word boundary: with a lexicon, only
         # its complete words are reported (unless unknown words may be read: then every string is one)
         self._vocabulary = parts.vocabulary if options.unk_score == -math.inf else None
+        self.revision = 0  # any step may change the best hypothesis
 
     def view(self, log_probs: torch.Tensor) -> torch.Tensor:
         return log_probs
@@ -166,7 +176,7 @@ class BeamDecoder:
     def accept(self, log_probs: torch.Tensor, first_step: int) -> None:
         if not self._started:
             self._decoder.decode_begin()
-            self._first_step, self._started = first_step, True
+            self._first_step, self._started, self._closed = first_step, True, None
         if len(log_probs):
             log_probs = log_probs.to(torch.float32).contiguous()
             end = self._steps + len(log_probs)
@@ -178,8 +188,9 @@ class BeamDecoder:
             self._steps = end
             fed = log_probs if self._bonus is None else log_probs + self._bonus
             self._decoder.decode_step(fed.data_ptr(), len(fed), fed.shape[1])
+            self.revision += 1
 
-    accept_view = accept  # (its view is the log-probabilities themselves)
+    accept_view = accept_blank = accept  # (its view is the log-probabilities themselves; blank steps are searched too)
 
     def partial(self) -> Hypothesis:
         if not self._started:
@@ -195,17 +206,37 @@ class BeamDecoder:
         results = self._decoder.get_all_final_hypothesis()
         hyp = self._hypothesis(results[0]) if results else Hypothesis()
         self._steps, self._started = 0, False
+        self.revision += 1
         return hyp
 
     def _hypothesis(self, result) -> Hypothesis:
         # result.tokens is the frame-level path with a sentinel at each end. Called for every partial of every
         # stream: Python per token emitted, not per step (per step cost 180 us a partial at 270 steps; numpy's
-        # small-array calls per partial, 200 us at 330 steps and 35 tokens, more than this loop).
+        # small-array calls per partial, 200 us at 330 steps and 35 tokens, more than this loop). The words that a
+        # word boundary closed in the last partial are kept while the best path still begins as it did then (most
+        # partials: one C-speed list comparison), so a partial reads only the path since that boundary (82 -> ~30 us
+        # a partial at 200 streams, BENCHMARKS.md).
         path = result.tokens[1 : 1 + self._steps]
+        start, words = 0, []
+        if self._closed is not None and path[: self._closed[0]] == self._closed[1]:
+            start, words = self._closed[0], list(self._closed[2])
+        emissions = self._emissions(path, start)
+        boundaries = [j for j, e in enumerate(emissions) if e.token == self.tokenizer.boundary]
+        if boundaries:  # the words closed by this path's last boundary: kept for the next partial
+            j = boundaries[-1]
+            words += _words(emissions[:j], self.tokenizer, self.step_seconds, self._vocabulary).words
+            end = emissions[j].last - self._first_step + 1
+            self._closed = (end, path[:end], tuple(words))
+            emissions = emissions[j + 1 :]
+        words += _words(emissions, self.tokenizer, self.step_seconds, self._vocabulary).words
+        return Hypothesis(" ".join(w.word for w in words), words)
+
+    def _emissions(self, path: list[int], start: int) -> list[_Emission]:
+        """The path's emissions from step `start` on (a step after a boundary, or the utterance's first)."""
         blank, first, lp = self.tokenizer.blank, self._first_step, self._log_probs
         emissions: list[_Emission] = []
         prev_token, prev_step = blank, -2
-        for i in [i for i, k in enumerate(path) if k != blank]:
+        for i in [i for i, k in enumerate(path[start:], start) if k != blank]:
             k = path[i]
             if k == prev_token and i == prev_step + 1:  # the same emission goes on
                 e = emissions[-1]
@@ -213,7 +244,7 @@ class BeamDecoder:
             else:
                 emissions.append(_Emission(k, first + i, first + i, math.exp(float(lp[i, k]))))
             prev_token, prev_step = k, i
-        return _words(emissions, self.tokenizer, self.step_seconds, self._vocabulary)
+        return emissions
 
 
 class RestrictedDecoder:
@@ -261,6 +292,13 @@ class RestrictedDecoder:
     def accept_view(self, restricted: torch.Tensor, first_step: int) -> None:
         """`accept` for log-probabilities that have been through `view` already (the back end reads silence there)."""
         self.decoder.accept(restricted, first_step)
+
+    def accept_blank(self, restricted: torch.Tensor, first_step: int) -> None:
+        self.decoder.accept_blank(restricted, first_step)
+
+    @property
+    def revision(self) -> int:
+        return self.decoder.revision
 
     def partial(self) -> Hypothesis:
         return self.decoder.partial()

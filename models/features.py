@@ -93,22 +93,25 @@ class LogMel(torch.nn.Module):
 
 
 class FeatureStream:
-    """Per-stream incremental framing: carries the samples not yet covered by a complete frame."""
+    """Per-stream incremental framing: carries the samples not yet covered by a complete frame. In numpy: a stream's
+    chunk is a few hundred samples, where each torch call costs more than its work (the cut of a 160 ms chunk took
+    75 us in torch calls, BENCHMARKS.md)."""
 
     def __init__(self, logmel: LogMel):
         self.logmel = logmel
-        self._buffer = torch.zeros(0)
+        self._buffer = np.zeros(0, np.float32)
 
-    def windows(self, samples: torch.Tensor) -> torch.Tensor:
-        """Mono float samples -> the new complete frames [new_frames, win_length], not yet transformed
-        (`LogMel.from_windows` transforms them, for one stream or many at once)."""
-        buffer = torch.cat([self._buffer, samples.to(torch.float32).flatten()]) if len(self._buffer) else samples
+    def windows(self, samples: np.ndarray) -> torch.Tensor:
+        """Mono float32 samples -> the new complete frames [new_frames, win_length], not yet transformed
+        (`LogMel.from_windows` transforms them, for one stream or many at once): a view of the samples."""
+        buffer = np.concatenate([self._buffer, samples]) if len(self._buffer) else np.require(samples, np.float32, "CW")
         n = self.logmel.num_frames(len(buffer))
         hop, win = self.logmel.cfg.hop_length, self.logmel.cfg.win_length
-        self._buffer = buffer[n * hop :].clone() if n else buffer
+        self._buffer = buffer[n * hop :].copy()  # (a copy: the caller may reuse its array)
         if n == 0:
             return torch.zeros(0, win)
-        return buffer[: (n - 1) * hop + win].unfold(0, win, hop)
+        step = buffer.strides[0]
+        return torch.from_numpy(np.lib.stride_tricks.as_strided(buffer, (n, win), (hop * step, step)))
 
 
 def utterance_frames(logmel: LogMel, samples: torch.Tensor, stack: int) -> torch.Tensor:
@@ -126,9 +129,10 @@ def _lead_in(cfg: FeatureConfig) -> tuple[float, float | None, int, int]:
 
 
 @functools.lru_cache(maxsize=4)
-def tail_padding(samples: int) -> torch.Tensor:
-    noise = np.random.default_rng(0).normal(0.0, 10 ** (TAIL_DBFS / 20), samples)
-    return torch.from_numpy(noise.astype(np.float32))
+def tail_padding(samples: int) -> np.ndarray:
+    noise = np.random.default_rng(0).normal(0.0, 10 ** (TAIL_DBFS / 20), samples).astype(np.float32)
+    noise.flags.writeable = False  # (shared by every stream)
+    return noise
 
 
 class LogMelExtractor:
@@ -187,9 +191,9 @@ class LogMelFrontEnd:
 
     def cut(self, samples: np.ndarray, last: bool = False) -> torch.Tensor:
         """Converted audio cut into frames [n, win_length]; at the end, the tail padding too."""
-        audio = torch.from_numpy(np.require(self.converter.accept(samples, last=last), requirements="W"))
+        audio = self.converter.accept(samples, last=last)
         if last:
-            audio = torch.cat([audio, self._tail])
+            audio = np.concatenate([audio, self._tail])
         if self.lead is None:
             return self.features.windows(audio)
         silent, audio = self.lead.cut(audio, last)
@@ -207,11 +211,11 @@ class LogMelFrontEnd:
         None while soxr resamples."""
         if self.converter.resampling:
             return None
-        state = {"samples": self.features._buffer.numpy().copy(), "frames": self._pending.numpy().copy()}
+        state = {"samples": self.features._buffer.copy(), "frames": self._pending.numpy().copy()}
         return state if self.lead is None else {**state, "lead": self.lead.snapshot()}
 
     def restore(self, state: dict) -> None:
-        self.features._buffer = torch.from_numpy(state["samples"].copy())
+        self.features._buffer = np.array(state["samples"], np.float32)
         self._pending = torch.from_numpy(state["frames"].copy())
         if self.lead is not None:
             self.lead.restore(state["lead"])

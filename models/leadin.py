@@ -71,12 +71,12 @@ class LeadIn:
         self.emitted = 0  # silence windows given
         self.done = False  # the onset has come
 
-    def cut(self, audio: torch.Tensor, last: bool = False) -> tuple[int, torch.Tensor]:
+    def cut(self, audio: np.ndarray, last: bool = False) -> tuple[int, np.ndarray]:
         """The stream's next samples -> (silence windows to give first, the samples to frame after them); `last`:
         they end the stream, and a stream still waiting for the gate is framed from its first sound."""
         if self.done:
             return 0, audio
-        new = audio.numpy()
+        new = audio
         old, self.seen = self.seen, self.seen + len(new)
         if self.first_loud is None:
             loud = np.flatnonzero(np.abs(new) > self.threshold)
@@ -88,7 +88,7 @@ class LeadIn:
             held, start = self.held.view(), self.held.start
             self.done, self.held = True, _Held()
             samples = np.concatenate([held, new])[onset - start :]
-            return lead_frames(onset, self.hop, self.stack) - self.emitted, torch.from_numpy(samples)
+            return lead_frames(onset, self.hop, self.stack) - self.emitted, samples
         # Waiting: no later onset comes before `earliest`; hold a window before it (the gate's sums), give the rest
         # of the time as silence frames.
         earliest = max(0, min(self.first_loud if self.first_loud is not None else self.seen,

@@ -12,7 +12,7 @@ from dataclasses import asdict, dataclass, field, replace
 import numpy as np
 import torch
 
-from models.decoding import DecodeOptions, Hypothesis, Word, make_decoder
+from models.decoding import CHARSETS, DecodeOptions, Hypothesis, Word, make_decoder
 from models.tokens import Tokenizer
 
 
@@ -64,6 +64,8 @@ class BackEnd:
         self.endpoint = endpoint
         self.tail_steps = tail_steps
         self.decoder = make_decoder(tokenizer, step_seconds, options)
+        self.view_key = options.charset if CHARSETS.get(options.charset or "all") is not None else None  # what view does
+        self._revision = -1  # the decoder's revision at the last partial
         self.steps = 0  # absolute model steps consumed
         self._utterance_start = 0
         self._silence = 0  # trailing silent steps
@@ -91,12 +93,41 @@ class BackEnd:
         if rest.shape[0]:
             self._heard.append(rest.clone())  # for a snapshot's replay (a view would keep the tick's buffer alive)
         self.steps += log_probs.shape[0]
+        return events + self._partial()
+
+    def advance(self, viewed: torch.Tensor, heard: torch.Tensor, silence: int, speech: bool, blank: bool) -> list[Event]:
+        """`accept` for steps in which no endpoint fires, as stream.tick_decoding reads them for many streams at once:
+        `viewed` what the decoder reads, `heard` the log-probabilities (kept for a snapshot: a view of the tick's one
+        copy), the trailing silent steps and the speech flag after them, and whether every step's best is blank."""
+        self._silence, self._speech = silence, speech
+        (self.decoder.accept_blank if blank else self.decoder.accept_view)(viewed, self.steps)
+        if heard.shape[0]:
+            self._heard.append(heard)
+        self.steps += viewed.shape[0]
+        return self._partial()
+
+    @property
+    def carry(self) -> tuple[int, bool, int]:
+        """What the endpoint rules carry from step to step: trailing silent steps, speech heard, steps so far in the
+        utterance."""
+        return self._silence, self._speech, self.steps - self._utterance_start
+
+    @property
+    def rules(self) -> tuple[int, int, int] | None:
+        """The endpoint rules in steps (silence without speech, silence after speech, utterance), None: off."""
+        return (self._rule1, self._rule2, self._rule3) if self.endpoint.enabled else None
+
+    def _partial(self) -> list[Event]:
+        """The partial event, when the text changed (read again only when the decoder says it may have)."""
+        if self.decoder.revision == self._revision:
+            return []
+        self._revision = self.decoder.revision
         partial = self.decoder.partial()
         if partial.text != self._last_partial:
             self._last_partial = partial.text
             if partial.text:
-                events.append(_event("partial", partial))
-        return events
+                return [_event("partial", partial)]
+        return []
 
     def finish(self) -> list[Event]:
         """Close the stream's last utterance; its times end where the caller's input did (before the padding)."""

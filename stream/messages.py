@@ -12,6 +12,8 @@ from dataclasses import dataclass, field
 import numpy as np
 import torch
 
+from models.decoding import DecodeOptions
+
 from .backend import Event
 from .snapshot import StreamState
 
@@ -28,6 +30,7 @@ class Chunk:
     channels: int | None = None
     snapshot: bool = False  # send the stream's StreamState after this chunk back with its events
     restore: StreamState | None = None  # with `rate`: the stream opens where this state stood (failover)
+    options: DecodeOptions | None = None  # with `rate`: the stream's own decoding (None: the pipeline's)
 
 
 @dataclass
@@ -42,6 +45,7 @@ class Chunks:
     opens: dict  # stream -> (rate, channels) on its first chunk
     snapshots: list = field(default_factory=list)  # streams whose state is asked for after this tick
     restores: dict = field(default_factory=dict)  # stream -> StreamState it reopens at
+    options: dict = field(default_factory=dict)  # stream -> its own DecodeOptions, on its first chunk
 
     @classmethod
     def pack(cls, chunks: dict[Key, Chunk]) -> Chunks:
@@ -63,6 +67,8 @@ class Chunks:
                 packed.snapshots.append(key)
             if c.restore is not None:
                 packed.restores[key] = c.restore
+            if c.options is not None:
+                packed.options[key] = c.options
         packed.data = [p[0] if len(p) == 1 else np.concatenate(p) for p in parts]
         return packed
 
@@ -72,7 +78,8 @@ class Chunks:
         for key, n, g in zip(self.keys, self.lengths, self.group):
             rate, channels = self.opens.get(key, (None, None))
             data = self.data[g][offsets[g] : offsets[g] + n]
-            out[key] = Chunk(data, key in last, rate, channels, key in snapshots, self.restores.get(key))
+            out[key] = Chunk(data, key in last, rate, channels, key in snapshots, self.restores.get(key),
+                             self.options.get(key))
             offsets[g] += n
         return out
 
@@ -108,6 +115,7 @@ class Frames:
     errors: dict = field(default_factory=dict)  # stream -> one-line reason; the stream is dropped
     snapshots: dict = field(default_factory=dict)  # stream -> its front end's state after this tick
     restores: dict = field(default_factory=dict)  # stream -> the StreamState it reopens at
+    options: dict = field(default_factory=dict)  # stream -> its own DecodeOptions (opened in this tick)
 
 
 @dataclass
@@ -120,6 +128,7 @@ class Probs:
     expired: dict = field(default_factory=dict)  # streams freed by the idle timeout -> why
     snapshots: dict = field(default_factory=dict)  # stream -> (front end's, model's state) after this tick
     restores: dict = field(default_factory=dict)  # stream -> the BackEndState its decoder reopens at
+    options: dict = field(default_factory=dict)  # stream -> its own DecodeOptions (opened in this tick)
 
 
 @dataclass

@@ -90,8 +90,9 @@ class Recognizer:
     def frontend(self, sample_rate: int | None = None, channels: int | None = None) -> FrontEnd:
         return self.extractor.open(sample_rate, channels)
 
-    def backend(self) -> BackEnd:
-        return BackEnd(self.tokenizer, self.step_seconds, self.options, self.endpoint, self.extractor.tail_steps)
+    def backend(self, options: DecodeOptions | None = None) -> BackEnd:
+        """A stream's decoding: with `options` (a stream's own), else the recognizer's."""
+        return BackEnd(self.tokenizer, self.step_seconds, options or self.options, self.endpoint, self.extractor.tail_steps)
 
     def pipeline(self, spec: PipelineSpec = PipelineSpec()) -> LocalPipeline:
         """The stages for many streams in this process (the spec's batcher limits; its decoding is this one's)."""

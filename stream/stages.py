@@ -17,6 +17,7 @@ from dataclasses import dataclass, field
 import numpy as np
 import torch
 
+from models.decoding import DecodeOptions
 from models.errors import InputError, one_line
 from models.frontend import Extractor, FrontEnd, extract
 from models.model import AcousticModel
@@ -25,6 +26,7 @@ from .backend import BackEnd
 from .batcher import SequenceBatcher, SlotsFull
 from .messages import Chunk, Chunks, Frames, Key, Packed, Probs, Update
 from .snapshot import StreamState
+from .tick_decoding import accept_many
 
 log = logging.getLogger(__name__)
 
@@ -62,6 +64,7 @@ class FeatureStage:
                 if key in out.opened:
                     out.opened.remove(key)
                 out.restores.pop(key, None)
+                out.options.pop(key, None)
                 out.errors[key] = one_line(e)
         out.features = Packed.pack(dict(zip(keys, extract(self.extractor, fronts, cuts))), self.extractor.dim)
         for key, front in snap:
@@ -74,6 +77,8 @@ class FeatureStage:
         if chunk.restore is not None:
             front.restore(chunk.restore.front)
             out.restores[key] = chunk.restore
+        if chunk.options is not None:
+            out.options[key] = chunk.options
         self.fronts[key] = front
         out.opened.append(key)
 
@@ -232,6 +237,7 @@ class ModelStage:
             expired=self._expired.pop(req.producer, {}),
             snapshots=req.snapshots,
             restores={k: st.back for k, st in req.frames.restores.items()},
+            options=req.frames.options,
         )
 
     def stats(self) -> dict:
@@ -249,10 +255,11 @@ class DecodeStage:
     """BackEnds of many streams: a tick's log-probabilities -> each stream's partial and final events.
 
     Decoding (beam search above all) is the costliest stage per stream, so it can be split: stage
-    `shard` of `shards` handles the streams whose number falls to it.
+    `shard` of `shards` handles the streams whose number falls to it. `make_backend(options)` makes a stream's
+    BackEnd: with the stream's own DecodeOptions (from its opening chunk), or None for the pipeline's.
     """
 
-    def __init__(self, make_backend: Callable[[], BackEnd], shard: int = 0, shards: int = 1):
+    def __init__(self, make_backend: Callable[[DecodeOptions | None], BackEnd], shard: int = 0, shards: int = 1):
         self.make_backend = make_backend
         self.shard, self.shards = shard, shards
         self.backs: dict = {}
@@ -263,14 +270,27 @@ class DecodeStage:
     def process(self, probs: Probs) -> dict[Key, Update]:
         updates: dict[Key, Update] = {}
         closed = set(probs.closed)
-        for key, log_probs in probs.log_probs.unpack().items():
+        keys, backs, spans, at = [], [], [], 0
+        for key, n in zip(probs.log_probs.keys, probs.log_probs.lengths):
+            at += n
             if not self.mine(key):
                 continue
             try:
-                if key in probs.restores:
-                    self.backs[key] = self.make_backend().restore(probs.restores[key])
-                back = self.backs.get(key) or self.backs.setdefault(key, self.make_backend())
-                events = back.accept(log_probs)
+                if key in probs.options or key in probs.restores:  # (a stream opens: with its own options or not)
+                    self.backs[key] = back = self.make_backend(probs.options.get(key))
+                    if key in probs.restores:
+                        back.restore(probs.restores[key])
+                backs.append(self.backs.get(key) or self.backs.setdefault(key, self.make_backend(None)))
+                keys.append(key)
+                spans.append((at - n, n))
+            except Exception as e:
+                self.backs.pop(key, None)
+                updates[key] = Update([], True, one_line(e))
+        data = torch.from_numpy(np.require(probs.log_probs.data, requirements="W"))  # Ray hands out read-only views
+        for key, back, events in zip(keys, backs, accept_many(backs, data, spans)):
+            try:
+                if isinstance(events, Exception):
+                    raise events
                 if key in closed:
                     events += self.backs.pop(key).finish()
                 if key in probs.snapshots:
