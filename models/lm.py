@@ -21,6 +21,7 @@ import math
 import os
 import shutil
 import tempfile
+from collections import OrderedDict
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -173,18 +174,26 @@ def write_lexicon(words: list[str], tokenizer: Tokenizer, path: str | Path) -> P
     return Path(path)
 
 
-_LEXICON_FILES: dict[tuple, str] = {}
+# Word lists written as lexicon files, most recent last. Bounded: every client of a server may bring its own
+# phrase list (up to 50,000 characters), and a process must not fill its disk with them.
+_LEXICON_FILES: OrderedDict[tuple, str] = OrderedDict()
+MAX_LEXICON_FILES = 64
 
 
 def lexicon_file(options, tokenizer: Tokenizer) -> str | None:
-    """The lexicon path flashlight reads: `options.lexicon`, else `options.words` written once per process."""
+    """The lexicon path flashlight reads: `options.lexicon`, else `options.words` written once per process (the
+    MAX_LEXICON_FILES latest word lists are kept; a decoder reads its file when it is made)."""
     if options.lexicon or not options.words:
         return options.lexicon
     key = (options.words, tuple(tokenizer.tokens))
-    if key not in _LEXICON_FILES:
-        folder = Path(tempfile.mkdtemp(prefix="rnnstream-"))
-        atexit.register(shutil.rmtree, folder, ignore_errors=True)
-        _LEXICON_FILES[key] = str(write_lexicon(list(options.words), tokenizer, folder / "lexicon.txt"))
+    if key in _LEXICON_FILES:
+        _LEXICON_FILES.move_to_end(key)
+        return _LEXICON_FILES[key]
+    folder = Path(tempfile.mkdtemp(prefix="rnnstream-"))
+    atexit.register(shutil.rmtree, folder, ignore_errors=True)
+    _LEXICON_FILES[key] = str(write_lexicon(list(options.words), tokenizer, folder / "lexicon.txt"))
+    while len(_LEXICON_FILES) > MAX_LEXICON_FILES:
+        shutil.rmtree(Path(_LEXICON_FILES.popitem(last=False)[1]).parent, ignore_errors=True)
     return _LEXICON_FILES[key]
 
 

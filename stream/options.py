@@ -9,8 +9,9 @@ from dataclasses import replace
 from pathlib import Path
 
 from models.checkpoint import Checkpoint
-from models.decoding import DecodeOptions
+from models.decoding import CHARSETS, DecodeOptions
 from models.lm import LM_NAMES, TUNED
+from models.tokens import Tokenizer
 
 LEXICON_BEAM = 16  # the beam a lexicon or an LM gets when no width is asked for
 PEN_LM = "chars"  # the LM a cased pen model's streams read words with unless told otherwise (BENCHMARKS.md)
@@ -84,3 +85,38 @@ def resolve_options(
     elif lexicon not in (None, "none") and beam is None:
         options = replace(options, beam=LEXICON_BEAM)
     return replace(options, beam=beam) if beam is not None else options
+
+
+def phrase_options(options: DecodeOptions, tokenizer: Tokenizer, phrases: tuple[str, ...]) -> DecodeOptions:
+    """A stream's decoding restricted to the words of Vosk's `phrase_list` (no phrases: `options` as they are).
+
+    The stream reads only those words (lower-cased for a model without case), each spelled in the model's tokens,
+    through the lexicon beam; a named LM is left out (it reads English words, not a list). Phrases restrict the
+    words, not their order. Vosk's "[unk]" (any other word) is not supported: speech outside the list reads as its
+    nearest words or as nothing. A word the model cannot spell (a digit for a model of letters) is a ValueError
+    naming it."""
+    words = sorted({w for p in phrases for w in (p if tokenizer.cased else p.lower()).split() if w != "[unk]"})
+    if not words:
+        return options
+    spellable = set(tokenizer.tokens) - {tokenizer.tokens[tokenizer.blank], tokenizer.tokens[tokenizer.boundary]}
+    for word in words:
+        if not set(word) <= spellable:
+            raise ValueError(f"phrase_list word {word!r} cannot be spelled with the model's tokens")
+    return replace(options, words=tuple(words), lexicon=None, lm=None, beam=options.beam or LEXICON_BEAM, charset=None,
+                   token_score=0.0, word_score=0.0)  # (an LM's tuned bonuses: not for a word list)
+
+
+def client_options(checkpoint: Checkpoint, base: DecodeOptions, phrases: tuple[str, ...] = (), charset: str | None = None,
+                   lm: str | None = None) -> DecodeOptions | None:
+    """A network client's own decoding from its config (None: it asks for nothing of its own, and reads with `base`,
+    the server's). `charset` a models.decoding.CHARSETS name and `lm` "none" or a models.lm name (never a file: a
+    client names no path on the server) change the checkpoint's recommendation as `resolve_options` does; a
+    `phrase_list` then restricts the words (`phrase_options`). ValueError says what is wrong."""
+    if not phrases and charset is None and lm is None:
+        return None
+    if lm is not None and lm not in ("none", *LM_NAMES):
+        raise ValueError(f"lm {lm!r}: a client may choose {', '.join(('none', *LM_NAMES))}")
+    if charset is not None and charset not in CHARSETS:
+        raise ValueError(f"charset {charset!r}: one of {', '.join(CHARSETS)}")
+    options = base if charset is None and lm is None else resolve_options(checkpoint, lm=lm, charset=charset)
+    return phrase_options(options, checkpoint.tokenizer, phrases)

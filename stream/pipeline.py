@@ -77,7 +77,11 @@ class LocalPipeline:
     Future already completed; a stage's failure raises from `submit` itself, as it always did)."""
 
     def __init__(
-        self, extractor: Extractor, model: AcousticModel, make_backend: Callable[[], BackEnd], spec: PipelineSpec = PipelineSpec()
+        self,
+        extractor: Extractor,
+        model: AcousticModel,
+        make_backend: Callable[[DecodeOptions | None], BackEnd],
+        spec: PipelineSpec = PipelineSpec(),
     ):
         self.features = FeatureStage(extractor)
         self.model = ModelStage(model, spec.slots, spec.max_slots, spec.idle_timeout)

@@ -302,4 +302,4 @@ def process_recognizer(
 ) -> SharedRecognizer:
     """Sessions (from any threads) that share one pipeline in a child process: `Recognizer.shared`, with the
     stages off this process's GIL. A lost child is replaced and the streams replayed (the Ingest's failover)."""
-    return SharedRecognizer(checkpoint, ProcessPipeline(checkpoint, spec, threads, processes), ingest)
+    return SharedRecognizer(checkpoint, ProcessPipeline(checkpoint, spec, threads, processes), ingest, options=spec.options)

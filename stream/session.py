@@ -42,7 +42,10 @@ class RecognizerLike(Protocol):
     sample_rate: int  # the input rate sessions get by default (samples or points per second)
     step_seconds: float
 
-    def session(self, sample_rate: int | None = None, channels: int | None = None) -> SessionLike: ...
+    def session(self, sample_rate: int | None = None, channels: int | None = None,
+                options: DecodeOptions | None = None) -> SessionLike:
+        """A stream at `sample_rate` (None: the model's) decoded with `options` (None: the recognizer's)."""
+        ...
 
     def close(self) -> None: ...
 
@@ -98,13 +101,14 @@ class Recognizer:
         """The stages for many streams in this process (the spec's batcher limits; its decoding is this one's)."""
         return LocalPipeline(self.extractor, self.model, self.backend, spec)
 
-    def session(self, sample_rate: int | None = None, channels: int | None = None) -> Session:
-        return Session(self, sample_rate or self.sample_rate, channels)
+    def session(self, sample_rate: int | None = None, channels: int | None = None,
+                options: DecodeOptions | None = None) -> Session:
+        return Session(self, sample_rate or self.sample_rate, channels, options)
 
     def shared(self, spec: PipelineSpec = PipelineSpec(), ingest: IngestOptions = IngestOptions()) -> SharedRecognizer:
         """Sessions (from any threads) that share one pipeline in this process: one batched model call per tick
         for all of them, as on Ray. A Session has a pipeline of its own."""
-        return SharedRecognizer(self.checkpoint, self.pipeline(spec), ingest)
+        return SharedRecognizer(self.checkpoint, self.pipeline(spec), ingest, options=self.options)
 
     def close(self) -> None:
         """Nothing to release in process (RecognizerLike)."""
@@ -122,11 +126,13 @@ class Session:
 
     _KEY = 0
 
-    def __init__(self, recognizer: Recognizer, sample_rate: int, channels: int | None = None):
+    def __init__(self, recognizer: Recognizer, sample_rate: int, channels: int | None = None,
+                 options: DecodeOptions | None = None):
         self.pipeline = recognizer.pipeline(PipelineSpec(slots=1))  # its own, one slot: no lock to share
         self._ticks = 0
         self.closed = False
-        self._step(Chunk(np.zeros(0, np.float32), rate=sample_rate, channels=channels))  # opens: a bad rate fails here
+        opening = Chunk(np.zeros(0, np.float32), rate=sample_rate, channels=channels, options=options)
+        self._step(opening)  # (a bad rate or options fail here)
 
     def accept(self, data: np.ndarray) -> list[Event]:
         """data: audio [n] or [n, channels] int or float PCM at the session's rate (or the front end's input)."""

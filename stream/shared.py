@@ -1,8 +1,9 @@
-"""Sessions that share one pipeline: every open stream is a slot in one batched model call per tick.
+"""Sessions that share one engine: every open stream is a slot in one batched model call per tick.
 
-A `SharedRecognizer` opens sessions on an `Ingest` in front of any `Pipeline`: the Ray pipeline
-(`stream.distributed.session.RayRecognizer`) or a LocalPipeline in this process (`Recognizer.shared`), for
-servers that take many streams at once. Sessions may be fed from many threads.
+A `SharedRecognizer` opens sessions on an `Engine` (stream.engine) over any `Pipeline`: the Ray pipeline
+(`stream.distributed.session.RayRecognizer`), child processes (`stream.process.process_recognizer`) or a
+LocalPipeline in this process (`Recognizer.shared`), for servers that take many streams at once. Sessions may be
+fed from many threads.
 """
 
 from __future__ import annotations
@@ -12,9 +13,11 @@ from collections.abc import Callable
 import numpy as np
 
 from models.checkpoint import Checkpoint
+from models.decoding import DecodeOptions
 from models.errors import InputError
 
 from .backend import Event
+from .engine import Engine
 from .ingest import Ingest, IngestOptions, StreamExpired
 from .pipeline import Pipeline
 
@@ -28,24 +31,23 @@ class SharedRecognizer:
         pipeline: Pipeline,
         ingest: IngestOptions = IngestOptions(),
         on_close: Callable[[], None] = lambda: None,
+        options: DecodeOptions | None = None,
     ):
-        """Sessions of `pipeline` through an Ingest made as `ingest` says; `on_close` after the pipeline is closed."""
-        self.extractor = checkpoint.extractor()
-        self.pipeline, self.ingest = pipeline, ingest.ingest(pipeline, self_timed=self.extractor.self_timed)
-        self._on_close = on_close
-        self.sample_rate = self.extractor.rate
-        self.step_seconds = self.extractor.frame_seconds * checkpoint.model.cfg.stack
+        """Sessions of an Engine over `pipeline`, its ingest made as `ingest` says; `on_close` after the pipeline is
+        closed; `options`: the pipeline's decoding (None: the checkpoint's recommendation)."""
+        self.engine = Engine(checkpoint, pipeline, ingest, on_close, options)
+        self.extractor, self.pipeline, self.ingest = self.engine.extractor, pipeline, self.engine.ingest
+        self.sample_rate, self.step_seconds = self.engine.sample_rate, self.engine.step_seconds
 
-    def session(self, sample_rate: int | None = None, channels: int | None = None) -> SharedSession:
-        return SharedSession(self.ingest, sample_rate or self.sample_rate, channels)
+    def session(self, sample_rate: int | None = None, channels: int | None = None,
+                options: DecodeOptions | None = None) -> SharedSession:
+        return SharedSession(self.ingest, sample_rate or self.sample_rate, channels, options)
 
     def stats(self) -> dict:
-        return {**self.ingest.stats.to_dict(), "model": self.pipeline.stats()}
+        return self.engine.stats()
 
     def close(self) -> None:
-        self.ingest.close()
-        self.pipeline.close()
-        self._on_close()
+        self.engine.close()
 
     def __enter__(self) -> SharedRecognizer:
         return self
@@ -62,9 +64,10 @@ class SharedSession:
     arrive on later calls and `finish` returns the rest.
     """
 
-    def __init__(self, ingest: Ingest, sample_rate: int, channels: int | None = None):
+    def __init__(self, ingest: Ingest, sample_rate: int, channels: int | None = None,
+                 options: DecodeOptions | None = None):
         self.ingest = ingest
-        self.key = ingest.open(sample_rate, channels)
+        self.key = ingest.open(sample_rate, channels, options)
         self.closed = False
 
     def accept(self, data: np.ndarray) -> list[Event]:

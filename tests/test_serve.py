@@ -542,3 +542,33 @@ def test_bad_pen_input_closes_only_its_connection(handwriting, ink_files):
     finally:
         running.close()
         shared.close()
+
+
+def test_a_phrase_list_restricts_its_own_stream_only(served, recognizer, recordings):
+    """Vosk's phrase_list: the client's stream reads only those words (as a session with those options reads it
+    alone), while a client beside it reads with the server's decoding; a word the model cannot spell is refused."""
+    from stream.options import phrase_options
+
+    path, audio = recordings[0]
+    phrases = ["one two three", "oh"]
+
+    async def client(config: dict) -> tuple[list[dict], int | None]:
+        answers: list[dict] = []
+        async with connect(served.url, additional_headers=AUTH, max_size=None) as ws:
+            await ws.send(json.dumps({"config": {"sample_rate": 8000, **config}}))
+            reader = _reader(ws, answers)
+            for i in range(0, len(audio), 4000):
+                await ws.send(audio[i : i + 4000].astype("<i2").tobytes())
+            await ws.send('{"eof" : 1}')
+            await asyncio.wait_for(reader, 60)
+        return answers, ws.close_code
+
+    async def main():
+        return await asyncio.gather(client({"phrase_list": phrases}), client({}), client({"phrase_list": ["call 4g"]}))
+
+    (restricted, code), (plain, _), (refused, refused_code) = asyncio.run(main())
+    assert code == 1000 and got(plain) == expected(recognizer, path)
+    own = recognizer.with_options(**vars(phrase_options(recognizer.options, recognizer.tokenizer, tuple(phrases))))
+    assert got(restricted) == expected(own, path) and got(restricted) != got(plain)
+    assert {w for _, words in got(restricted) for w, _, _ in words} <= {"one", "two", "three", "oh"}
+    assert refused_code == 1007 and "'4g' cannot be spelled" in refused[-1]["error"]

@@ -148,16 +148,22 @@ def test_streams_of_one_tick_decode_with_their_own_options(recognizer, digits_au
         last = start + 2560 > len(audio)
         tick = {k: Chunk(audio[start : start + 2560], last=last, rate=16000 if i == 0 else None, options=options)
                 for k, options in own.items()}
-        for k, update in pipeline.submit("test", i, tick).items():
+        for k, update in pipeline.submit("test", i, tick).result().items():
             assert not update.error, update.error
             got[k] += [e for e in update.events if e.type == "final"]
     for k, options in own.items():
         alone = recognizer.with_options(**vars(options)) if options else recognizer
         session = alone.session(16000)
         want = [e for e in session.accept(audio) + session.finish() if e.type == "final"]
-        words = lambda events: [(w.word, w.start, w.end) for e in events for w in e.words]  # noqa: E731
-        confidences = lambda events: [w.confidence for e in events for w in e.words]  # noqa: E731
-        assert words(got[k]) == words(want), k  # (one stream or three in the LSTM call: sums in another order)
-        assert np.allclose(confidences(got[k]), confidences(want), atol=1e-3), k
+        assert _words(got[k]) == _words(want), k  # (one stream or three in the LSTM call: sums in another order)
+        assert np.allclose(_confidences(got[k]), _confidences(want), atol=1e-3), k
     assert {w.word for e in got["few words"] for w in e.words} <= {"one", "two", "oh"}
     assert got["few words"] != got["default"]
+
+
+def _words(events) -> list[tuple[str, float, float]]:
+    return [(w.word, w.start, w.end) for e in events for w in e.words]
+
+
+def _confidences(events) -> list[float]:
+    return [w.confidence for e in events for w in e.words]

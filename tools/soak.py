@@ -330,7 +330,7 @@ def _measure(args, abusive: bool) -> dict:
 
 
 def main(argv: list[str] | None = None) -> int:
-    from stream.serve.server import ServeOptions, connection_bound
+    from stream.serve.settings import ServeOptions, connection_bound
 
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--abusers", type=int, default=20, choices=range(0, 201), metavar="N")

@@ -40,4 +40,4 @@ class RayRecognizer(SharedRecognizer):
         options = options if options is not None else recommended_options(checkpoint)
         spec = PipelineSpec(device=device, options=options, endpoint=endpoint, idle_timeout=idle_timeout, standby=standby)
         cluster, pipeline = start_pipeline(model, spec, address, num_cpus)
-        return cls(checkpoint, pipeline, ingest, on_close=cluster.close)
+        return cls(checkpoint, pipeline, ingest, on_close=cluster.close, options=options)

@@ -21,6 +21,7 @@ from typing import Literal, TypeVar
 
 import numpy as np
 
+from models.decoding import DecodeOptions
 from models.errors import InputError, one_line
 
 from ..backend import Event
@@ -108,7 +109,9 @@ class Ingest:
 
     # -- streams
 
-    def open(self, rate: int, channels: int | None = None) -> Key:
+    def open(self, rate: int, channels: int | None = None, options: DecodeOptions | None = None) -> Key:
+        """A new stream at `rate` with `channels` values a row (None: any), decoded with `options` (None: the
+        pipeline's)."""
         if rate <= 0:
             raise InputError(f"invalid sample rate {rate}")
         with self._lock:
@@ -117,7 +120,7 @@ class Ingest:
             self._admission.admit(self._arrivals)  # the overload policy
             key = (self.producer, self._count)
             self._count += 1
-            self._streams[key] = Stream(rate, channels, self._journal.entry(rate))
+            self._streams[key] = Stream(rate, channels, self._journal.entry(rate), options)
             return key
 
     def push(self, key: Key, data: np.ndarray, mark: float | None = None) -> None:

@@ -15,6 +15,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from enum import Enum
 
+from models.decoding import DecodeOptions
+
 from .buffer import Buffer
 from .journal import Entry
 
@@ -69,6 +71,7 @@ class Stream:
     rate: int
     channels: int | None
     journal: Entry
+    options: DecodeOptions | None = None  # its own decoding, sent with every chunk that opens it (a replay's too)
     buffer: Buffer = field(default_factory=Buffer)
     phase: Phase = Phase.WAITING_SLOT
     ending: Ending | None = None

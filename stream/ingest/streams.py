@@ -59,7 +59,8 @@ class Streams(dict[Key, Stream]):
         data = s.buffer.cut(int(self.limits.max_chunk * s.rate), marks)
         last = s.buffer.ended and not s.buffer.buffered
         opening = s.phase is Phase.GRANTED
-        chunk = Chunk(data, last, s.rate if opening else None, s.channels if opening else None)
+        chunk = Chunk(data, last, s.rate if opening else None, s.channels if opening else None,
+                      options=s.options if opening else None)
         self.journal.keep(s.journal, s.rate, seq, chunk)
         s.phase = Phase.LAST_SENT if last else Phase.OPEN
         s.inflight += 1

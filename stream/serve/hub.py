@@ -26,6 +26,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from models.decoding import DecodeOptions
 from models.errors import InputError, one_line
 
 from ..backend import Event
@@ -50,6 +51,7 @@ class Stream:
     rate: int
     words: bool
     deliver: Callable[[list[str], Close | None], None]  # called on the loop
+    options: DecodeOptions | None = None  # its own decoding (a phrase list, a charset, an LM), None: the server's
     sent: int = 0  # samples handed to the hub (loop side), as `weigh` counts them
     pushed: int = 0  # samples the hub pushed into the ingest
     # What a message costs, in samples: its length for audio; for ink its ink time (stream.serve.pen.InkClock),
@@ -198,7 +200,7 @@ class Hub:
     def _open(self, s: Stream) -> bool:
         if s.session is None:
             try:
-                s.session = self.recognizer.session(s.rate)
+                s.session = self.recognizer.session(s.rate, options=s.options)
             except Overloaded as e:  # the overload policy: new streams wait, the open ones keep their latency
                 self.metrics.refused.labels(reason="overloaded").inc()
                 self._fail(s, one_line(e), protocol.TRY_LATER)

@@ -71,9 +71,9 @@ class Config:
     sample_rate: int
     words: bool = True
     max_alternatives: int = 0
-    # accepted and bounded, not used: the decoding (its word list) is the server's, shared by every stream of one
-    # batched model call; a stream's own word list needs per-stream decoding options in the engine
-    phrase_list: tuple[str, ...] = ()
+    phrase_list: tuple[str, ...] = ()  # the only words the stream reads (stream.options.phrase_options)
+    charset: str | None = None  # a pen field's characters ("digits", "upper", ...: models.decoding.CHARSETS)
+    lm: str | None = None  # "none" or a models.lm name: the stream's language model (pen words read with one)
 
 
 @dataclass(frozen=True)
@@ -155,7 +155,13 @@ def parse_config(c: object, current: Config, rates: Rates = AUDIO_RATES) -> Conf
             f"phrase_list too long ({len(phrases)} phrases, {sum(map(len, phrases))} characters): at most "
             f"{MAX_PHRASES} phrases, {MAX_PHRASE_CHARS} characters in all", INVALID,
         )
-    return Config(int(rate), bool(words), 0, tuple(phrases))
+    choices = {}
+    for name in ("charset", "lm"):
+        value = c.get(name, getattr(current, name))
+        if value is not None and (not isinstance(value, str) or len(value) > 64):
+            raise ProtocolError(f"{name} must be a name (a string of at most 64 characters)", INVALID)
+        choices[name] = value
+    return Config(int(rate), bool(words), 0, tuple(phrases), **choices)
 
 
 def partial(text: str) -> str:

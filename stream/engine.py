@@ -1,0 +1,159 @@
+"""The engine: many streams through one pipeline, the core that sessions, servers, files and Ray wrap.
+
+    engine = Engine.create("digits", runtime="thread")  # or "process" (child processes) or "ray"
+    stream = engine.open(8000)                           # a stream; `options=` gives it its own decoding
+    engine.push(stream, samples)                         # input of any size, from any thread
+    engine.finish(stream)
+    results = engine.poll(timeout=0.05)                  # {stream: StreamResult(events, status)} for the news
+
+The shape of sherpa-onnx's OnlineRecognizer (create_stream / accept_waveform / decode_streams): decoding every
+stream is one explicit call, `poll`, which sends one tick with each stream's ready input and delivers the ticks
+the pipeline has finished. The engine owns its pipeline and the ingest in front of it (buffering and backpressure,
+admission, the failover journal: stream.ingest). Invariant: a stream's events are those a Session gives for the
+same input and options, whatever else runs in the engine and on whichever runtime.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Literal
+
+import numpy as np
+
+from models.checkpoint import DEFAULT_MODEL, Checkpoint, load_checkpoint
+from models.decoding import DecodeOptions
+
+from .backend import Event
+from .ingest import Ingest, IngestOptions, StreamStatus
+from .messages import Key
+from .options import recommended_options
+from .pipeline import Pipeline, PipelineSpec
+
+Runtime = Literal["thread", "process", "ray"]
+RUNTIMES: tuple[str, ...] = ("thread", "process", "ray")
+
+
+@dataclass(frozen=True)
+class StreamResult:
+    """A stream's events since it was last polled, and where it stands (`status.over`: nothing more will come)."""
+
+    events: list[Event]
+    status: StreamStatus
+
+
+class Engine:
+    """Streams of one model through one pipeline (`create` builds both for a runtime)."""
+
+    def __init__(
+        self,
+        checkpoint: Checkpoint,
+        pipeline: Pipeline,
+        ingest: IngestOptions = IngestOptions(),
+        on_close: Callable[[], None] = lambda: None,
+        options: DecodeOptions | None = None,
+    ):
+        """An engine over `pipeline` (any runtime's), its ingest made as `ingest` says; `on_close` after the pipeline
+        is closed (a Ray the engine started, say); `options`: the pipeline's decoding, what a stream opened without
+        its own reads with (None: the checkpoint's recommendation)."""
+        self.checkpoint = checkpoint
+        self.options = options if options is not None else recommended_options(checkpoint)
+        self.extractor = checkpoint.extractor()
+        self.pipeline = pipeline
+        self.ingest: Ingest = ingest.ingest(pipeline, self_timed=self.extractor.self_timed)
+        self.sample_rate = self.extractor.rate
+        self.step_seconds = self.extractor.frame_seconds * checkpoint.model.cfg.stack
+        self._on_close = on_close
+        self._polled: set[Key] = set()  # open streams a poll reports on
+
+    @classmethod
+    def create(
+        cls,
+        model: str | Path | Checkpoint = DEFAULT_MODEL,
+        runtime: Runtime = "thread",
+        spec: PipelineSpec = PipelineSpec(),
+        ingest: IngestOptions = IngestOptions(),
+        processes: int = 1,
+        threads: int = 1,
+        address: str | None = None,
+        num_cpus: int | None = None,
+    ) -> Engine:
+        """The one constructor of the runtimes. "thread": the stages run in this process, in the thread that polls;
+        "process": in `processes` child processes (`threads` torch threads each), off this process's GIL, a lost
+        child replaced and its streams replayed; "ray": in Ray actors on this node (joining `address`, else starting
+        Ray with `num_cpus`), a lost worker replaced likewise. `spec.options` None: the checkpoint's recommended
+        decoding."""
+        if runtime not in RUNTIMES:
+            raise ValueError(f"unknown runtime {runtime!r} (known: {', '.join(RUNTIMES)})")
+        checkpoint = model if isinstance(model, Checkpoint) else load_checkpoint(model, spec.device or "cpu")
+        if runtime == "thread":
+            from .session import Recognizer
+
+            recognizer = Recognizer(checkpoint, spec.options, spec.endpoint)
+            return cls(checkpoint, recognizer.pipeline(spec), ingest, options=spec.options)
+        if runtime == "process":
+            from .process import ProcessPipeline
+
+            return cls(checkpoint, ProcessPipeline(checkpoint, spec, threads, processes), ingest, options=spec.options)
+        from .distributed.cluster import start_pipeline
+
+        if isinstance(model, Checkpoint):
+            raise ValueError("the ray runtime ships the model by its name or file: give that, not a loaded checkpoint")
+        cluster, pipeline = start_pipeline(model, spec, address, num_cpus)
+        return cls(checkpoint, pipeline, ingest, on_close=cluster.close, options=spec.options)
+
+    # -- streams
+
+    def open(self, sample_rate: int | None = None, channels: int | None = None,
+             options: DecodeOptions | None = None) -> Key:
+        """A new stream of input at `sample_rate` (None: the model's), decoded with `options` (None: the engine's).
+        Raises `Overloaded` while the pipeline lags past the ingest's `admit_latency`."""
+        key = self.ingest.open(sample_rate or self.sample_rate, channels, options)
+        self._polled.add(key)
+        return key
+
+    def push(self, stream: Key, data: np.ndarray, mark: float | None = None) -> None:
+        """Input for the stream: audio samples [n] / [n, channels] (int or float PCM), or pen points [n, values];
+        `mark`: a time.monotonic() of its arrival, for latency figures."""
+        self.ingest.push(stream, data, mark)
+
+    def finish(self, stream: Key) -> None:
+        """The stream's input is over: what is buffered is sent, and its last utterance closed."""
+        self.ingest.finish(stream)
+
+    def poll(self, timeout: float = 0.0) -> dict[Key, StreamResult]:
+        """Send a tick with every stream's ready input (unless the window is full), deliver the finished ticks
+        (waiting up to `timeout` for the oldest), -> each stream with new events or now over. A stream reported
+        over is forgotten."""
+        self.ingest.submit(block=False)
+        self.ingest.collect(timeout=0.0)
+        if timeout and self.ingest.inflight:
+            self.ingest.wait(timeout)
+            self.ingest.collect(timeout=0.0)
+        out = {}
+        for key in list(self._polled):
+            events, status = self.ingest.take(key)
+            if events or status.over:
+                out[key] = StreamResult(events, status)
+            if status.over:
+                self._polled.discard(key)
+        return out
+
+    def status(self, stream: Key) -> StreamStatus | None:
+        return self.ingest.status(stream)
+
+    def stats(self) -> dict:
+        return {**self.ingest.stats.to_dict(), "model": self.pipeline.stats()}
+
+    def close(self) -> None:
+        """Refuse new streams, end those not over with an error, close the pipeline."""
+        self.ingest.close()
+        self.pipeline.close()
+        self._on_close()
+
+    def __enter__(self) -> Engine:
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
