@@ -87,7 +87,7 @@ def test_a_decoder_shard_reads_its_own_rows(recognizer, speech):
     lp = [s[:40] for s in speech]
     data = torch.cat(lp)
     starts = np.cumsum([0] + [len(x) for x in lp[:-1]]).tolist()
-    mine = [3, 0]  # out of order, with rows between them
+    mine = [3, 0, 4, 1]  # out of order, with rows between them (and enough streams for the array path)
     backs = [recognizer.backend() for _ in mine]
     got = accept_many(backs, data, [(starts[i], len(lp[i])) for i in mine])
     for i, events in zip(mine, got):
