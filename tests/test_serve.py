@@ -397,8 +397,9 @@ def test_ray_server_gives_the_same_finals(recognizer, recordings, handwriting, i
 
     want = [expected(recognizer, p) for p, _ in recordings]
     want_ink = [expected(handwriting, p) for p, _ in ink_files]
-    shared = RayRecognizer.connect("digits", device="cpu", num_cpus=2, ingest=DROP)
-    pen = RayRecognizer.connect("handwriting", device="cpu", ingest=DROP)  # joins the Ray the first started
+    # (No standby actors: they take over only from a lost worker, test_failover's subject, and cost ~10 s each.)
+    shared = RayRecognizer.connect("digits", device="cpu", num_cpus=2, ingest=DROP, standby=False)
+    pen = RayRecognizer.connect("handwriting", device="cpu", ingest=DROP, standby=False)  # joins the Ray the first started
     running = Running(shared, pen=pen)
     try:
 
@@ -443,12 +444,13 @@ def _json_points(points: np.ndarray) -> list[dict]:
             for x, y, t, pen in points.tolist()]
 
 
-async def pen_stream(url, points: np.ndarray, realtime: bool = True, headers=AUTH) -> tuple[list[dict], int | None, int]:
-    """A pen client: a config, the points in messages of 1 (a bare point), 7 and 13 (lists), at the ink's own
-    pace or all at once, eof; -> (answers, close code, messages sent)."""
+async def pen_stream(url, points: np.ndarray, realtime: bool = True, headers=AUTH,
+                     config: dict | None = None) -> tuple[list[dict], int | None, int]:
+    """A pen client: a config (`{"words": true}` and `config`), the points in messages of 1 (a bare point), 7 and
+    13 (lists), at the ink's own pace or all at once, eof; -> (answers, close code, messages sent)."""
     rows, answers = _json_points(points), []
     async with connect(url, additional_headers=headers) as ws:
-        await ws.send(json.dumps({"config": {"words": True}}))
+        await ws.send(json.dumps({"config": {"words": True, **(config or {})}}))
 
         reader = _reader(ws, answers)
         i, k, sent, t0 = 0, 0, 0, time.monotonic()
@@ -486,6 +488,31 @@ def test_pen_clients_get_the_transcribe_finals(served, handwriting, ink_files, r
         assert got(answers) == w
     models = json.loads(urllib.request.urlopen(f"http://127.0.0.1:{served.port}/models?token={TOKEN}", timeout=10).read())
     assert models == {"audio": "/", "pen": "/pen"}
+
+
+def test_a_pen_client_chooses_its_language_model_and_charset(served, handwriting, ink_files):
+    """A pen config's "lm" and "charset" are that client's decoding (as `transcribe --lm/--charset` reads the same
+    ink), beside a client with the server's; an LM that is not a model name (a path on the server) is refused."""
+    from stream.options import resolve_options
+    from stream.session import Recognizer
+
+    path, points = ink_files[0]
+    url = served.url + "/pen"
+
+    def alone(**choices) -> list[tuple]:
+        checkpoint = handwriting.checkpoint
+        return expected(Recognizer(checkpoint, resolve_options(checkpoint, **choices)), path)
+
+    async def main():
+        return await asyncio.gather(pen_stream(url, points, False), pen_stream(url, points, False, config={"lm": "none"}),
+                                    pen_stream(url, points, False, config={"charset": "upper"}),
+                                    _bad_pen(url, [json.dumps({"config": {"lm": "/etc/passwd"}}), '{"x": 1, "y": 2}']))
+
+    (plain, _, _), (no_lm, _, _), (upper, _, _), (refused, code, _) = asyncio.run(main())
+    assert got(plain) == expected(handwriting, path)
+    assert got(no_lm) == alone(lm="none") and got(upper) == alone(charset="upper")
+    assert got(upper) and all(c.isupper() for text, _ in got(upper) for c in text.replace(" ", ""))
+    assert code == 1007 and "a client may choose" in refused[-1]["error"]
 
 
 BAD_PEN = {  # kind -> (messages, close code, words of the error)
