@@ -7,8 +7,10 @@ are routed to their streams. Works with any `Pipeline` (Ray or in-process) alike
 
 One job a module: `buffer` (a stream's input until it is sent), `admission` (the overload policy and the model's
 slots), `journal` (failover: the input since the last snapshot, replayed after a restart, no final twice),
-`phase` (a stream's life as one value, and the `StreamStatus` its producer sees), `window` (the ticks in flight),
-`coordinator` (the `Ingest` that holds them under one lock). Callers import from here only.
+`phase` (a stream's life as one value, and the `StreamStatus` its producer sees), `streams` (the records by key:
+a tick's chunks cut, its updates delivered), `window` (the ticks in flight, as Futures: the one place that waits
+on a pipeline), `stats`, `errors`, and `coordinator` (the `Ingest` that holds them under one lock). Callers
+import from here only.
 """
 
 from .coordinator import Ingest, IngestOptions
