@@ -227,7 +227,7 @@ def test_past_the_latency_budget_new_streams_are_refused_and_open_ones_go_on(rec
     ingest.push(key, audio[: 2 * rate])
     ingest.submit()
     time.sleep(0.25)
-    with pytest.raises(Overloaded, match=r"0\.2\d s behind \(budget 0\.2 s\)"):
+    with pytest.raises(Overloaded, match=r"\d+\.\d\d s behind \(budget 0\.2 s\)"):
         ingest.open(rate)
     assert ingest.stats.refused == 1
     ingest.push(key, audio[2 * rate :])
