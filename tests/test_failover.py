@@ -181,6 +181,27 @@ def test_streams_replayed_after_a_lost_worker_give_exactly_the_samefinals(recogn
     assert ingest.stats.snapshots > 0 and ingest.stats.replayed_seconds > 0
 
 
+def test_a_stream_replayed_after_a_lost_worker_keeps_its_own_options(recognizer):
+    """A stream opened with its own decoding (a phrase list) reopens with it after a lost worker: its finals are
+    those of a session with those options, not the pipeline's."""
+    from stream.options import phrase_options
+
+    options = phrase_options(recognizer.options, recognizer.tokenizer, ("one two three", "four five oh"))
+    rate, audio = digit_streams(2)["george1"]  # 16 kHz: replayed from its snapshots
+    ingest = Ingest(LosingPipeline(recognizer, {4, 25}), snapshot_every=2.0)
+    key = ingest.open(rate, options=options)
+    events = []
+    for chunk in chunked(audio, [3200]):
+        ingest.push(key, chunk)
+        events += ingest.pump(key, block=True)[0]
+    ingest.finish(key)
+    events += ingest.pump(key, block=True)[0]
+    session, plain = recognizer.session(rate, options=options), recognizer.session(rate)
+    want = finals(session.accept(audio) + session.finish())
+    assert finals(events) == want and want != finals(plain.accept(audio) + plain.finish())
+    assert ingest.stats.recoveries == 2 and ingest.stats.snapshots > 0
+
+
 def test_past_max_recoveries_the_streams_fail_with_a_clear_error(recognizer):
     ingest = Ingest(LosingPipeline(recognizer, set(range(2, 100))), max_recoveries=2)
     key = ingest.open(16000)
