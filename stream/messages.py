@@ -15,6 +15,7 @@ import torch
 from models.decoding import DecodeOptions
 
 from .backend import Event
+from .errors import StreamError
 from .snapshot import StreamState
 
 Key = Hashable
@@ -112,7 +113,7 @@ class Frames:
     features: Packed
     opened: list = field(default_factory=list)
     closed: list = field(default_factory=list)  # their last chunk: end after this step
-    errors: dict = field(default_factory=dict)  # stream -> one-line reason; the stream is dropped
+    errors: dict = field(default_factory=dict)  # stream -> its StreamError; the stream is dropped
     snapshots: dict = field(default_factory=dict)  # stream -> its front end's state after this tick
     restores: dict = field(default_factory=dict)  # stream -> the StreamState it reopens at
     options: dict = field(default_factory=dict)  # stream -> its own DecodeOptions (opened in this tick)
@@ -137,6 +138,5 @@ class Update:
 
     events: list[Event] = field(default_factory=list)
     done: bool = False
-    error: str | None = None
-    expired: bool = False
+    error: StreamError | None = None
     snapshot: StreamState | None = None  # asked for with the tick's chunk: the stream's state after it

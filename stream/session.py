@@ -20,6 +20,7 @@ from models.errors import InputError
 from models.frontend import Extractor, FrontEnd
 
 from .backend import BackEnd, EndpointConfig, Event
+from .errors import Kind
 from .ingest import IngestOptions
 from .messages import Chunk
 from .options import recommended_options
@@ -153,5 +154,5 @@ class Session:
             return []
         if update.error:
             self.closed = True
-            raise InputError(update.error)
+            raise (InputError if update.error.kind is Kind.INPUT else RuntimeError)(update.error.message)
         return update.events

@@ -18,8 +18,13 @@ from models.errors import InputError
 
 from .backend import Event
 from .engine import Engine
-from .ingest import Ingest, IngestOptions, StreamExpired
+from .errors import Kind
+from .ingest import Ingest, IngestOptions, PipelineFailed, StreamExpired
 from .pipeline import Pipeline
+
+# A session's edge: each kind of stream error once, as the exception its caller catches.
+_RAISED: dict[Kind, type[Exception]] = {Kind.INPUT: InputError, Kind.EXPIRED: StreamExpired, Kind.LOST: PipelineFailed,
+                                        Kind.CLOSED: RuntimeError, Kind.INTERNAL: RuntimeError}
 
 
 class SharedRecognizer:
@@ -88,5 +93,5 @@ class SharedSession:
         events, status = self.ingest.pump(self.key, block)
         if status.error:
             self.closed = True
-            raise (StreamExpired if status.expired else InputError)(status.error)
+            raise _RAISED[status.error.kind](status.error.message)
         return events

@@ -24,6 +24,7 @@ from models.model import AcousticModel
 
 from .backend import BackEnd
 from .batcher import SequenceBatcher, SlotsFull
+from .errors import Kind, StreamError
 from .messages import Chunk, Chunks, Frames, Key, Packed, Probs, Update
 from .snapshot import StreamState
 from .tick_decoding import accept_many
@@ -65,7 +66,7 @@ class FeatureStage:
                     out.opened.remove(key)
                 out.restores.pop(key, None)
                 out.options.pop(key, None)
-                out.errors[key] = one_line(e)
+                out.errors[key] = _error(e)
         out.features = Packed.pack(dict(zip(keys, extract(self.extractor, fronts, cuts))), self.extractor.dim)
         for key, front in snap:
             if (state := front.snapshot()) is not None:
@@ -194,7 +195,7 @@ class ModelStage:
                         why = one_line(e)
                 if why is not None:
                     for q in self._queue.pop(key):
-                        q.request.errors[key] = why
+                        q.request.errors[key] = StreamError(Kind.INPUT, why)
                         q.request.remaining -= 1
                         touched.append(q.request)
                     continue
@@ -285,7 +286,7 @@ class DecodeStage:
                 spans.append((at - n, n))
             except Exception as e:
                 self.backs.pop(key, None)
-                updates[key] = Update([], True, one_line(e))
+                updates[key] = Update([], True, _error(e))
         data = torch.from_numpy(np.require(probs.log_probs.data, requirements="W"))  # Ray hands out read-only views
         for key, back, events in zip(keys, backs, accept_many(backs, data, spans)):
             try:
@@ -299,7 +300,7 @@ class DecodeStage:
                     updates[key] = Update(events, done=key in closed)
             except Exception as e:
                 self.backs.pop(key, None)
-                updates[key] = Update([], True, one_line(e))
+                updates[key] = Update([], True, _error(e))
         for key, why in probs.errors.items():
             if self.mine(key):
                 self.backs.pop(key, None)
@@ -307,9 +308,16 @@ class DecodeStage:
         self.drop(probs.expired)
         for key, why in probs.expired.items():
             if self.mine(key):
-                updates[key] = Update([], True, why, expired=True)
+                updates[key] = Update([], True, StreamError(Kind.EXPIRED, why))
         return updates
 
     def drop(self, reasons: dict[Key, str]) -> None:
         for key in reasons:
             self.backs.pop(key, None)
+
+
+def _error(e: BaseException) -> StreamError:
+    """A stage's exception for one stream: bad input (an InputError, or a decoding option it cannot take: both are
+    ValueErrors) or a bug."""
+    kind = Kind.INPUT if isinstance(e, ValueError) else Kind.INTERNAL
+    return StreamError(kind, one_line(e))

@@ -101,7 +101,7 @@ class Worker:
         for key in [k for k in self.files if self.ingest.status(k).over]:
             f = self.files.pop(key)
             events, status = self.ingest.take(key)
-            f.error = f.error or status.error
+            f.error = f.error or (status.error and status.error.message)
             out.append((f, None if f.error else Transcript.from_events(f.path, f.duration, events)))
         return out
 

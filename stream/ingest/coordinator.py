@@ -25,13 +25,14 @@ from models.decoding import DecodeOptions
 from models.errors import InputError, one_line
 
 from ..backend import Event
+from ..errors import Kind, StreamError
 from ..messages import Key, Update
 from ..pipeline import Pipeline
 from .admission import Admission
 from .buffer import Limits
 from .errors import PipelineFailed
 from .journal import FailoverOptions, Journal
-from .phase import Ending, Stream, StreamStatus
+from .phase import Stream, StreamStatus
 from .stats import IngestStats
 from .streams import Streams
 from .window import Tick, Window
@@ -153,7 +154,7 @@ class Ingest:
         """Refuse new streams; streams not over end with an error (the pipeline is the caller's to close)."""
         with self._lock:
             self._closed = True
-            self._streams.end(Ending.ERROR, "ingest closed")
+            self._streams.end(StreamError(Kind.CLOSED, "ingest closed"))
 
     # -- ticks
 
@@ -302,7 +303,7 @@ class Ingest:
 
     def _fail(self, e: BaseException) -> None:
         self._failed = e
-        self._streams.end(Ending.LOST, f"pipeline failed: {one_line(e)}", override=True)
+        self._streams.end(StreamError(Kind.LOST, f"pipeline failed: {one_line(e)}"), override=True)
 
     def _check(self) -> None:
         if self._failed is not None:

@@ -3,7 +3,7 @@
 Invariant: a stream's phase only moves forward, WAITING_SLOT -> GRANTED -> OPEN -> LAST_SENT -> DONE (a stream
 whose first chunk is its last goes from GRANTED straight to LAST_SENT, and any phase may end in DONE), except
 that a failover rewinds every stream not DONE to WAITING_SLOT: the new pipeline knows none of them. DONE is
-final. How a stream ended, when not in the normal way, is its `ending` (with `error` saying why in words).
+final. How a stream ended, when not in the normal way, is its `error` (stream.errors.StreamError: a kind and why).
 
 Whether the producer has finished its input is not a phase: it is its buffer's `ended`, since a producer may
 finish at any point of the life above (before its stream has a slot, say), and the ingest goes on sending what
@@ -17,6 +17,7 @@ from enum import Enum
 
 from models.decoding import DecodeOptions
 
+from ..errors import Kind, StreamError
 from .buffer import Buffer
 from .journal import Entry
 
@@ -38,14 +39,6 @@ class Phase(Enum):
         return self in (Phase.GRANTED, Phase.OPEN, Phase.LAST_SENT)
 
 
-class Ending(Enum):
-    """How a stream ended other than by its own last word."""
-
-    ERROR = "error"  # the pipeline refused it (bad input) or the ingest was closed under it
-    EXPIRED = "expired"  # idle past the model's timeout: the model freed its slot
-    LOST = "lost"  # the pipeline died and could not be restarted
-
-
 @dataclass(frozen=True)
 class StreamStatus:
     """Where one stream stands, as its producer sees it."""
@@ -54,9 +47,16 @@ class StreamStatus:
     done: bool  # the pipeline said its last word (or it failed)
     inflight: int  # ticks carrying its chunks, not yet delivered
     ready: bool  # it has a chunk to send
-    error: str | None = None
-    expired: bool = False
-    lost: bool = False  # the pipeline died before the stream was over
+    error: StreamError | None = None  # what ended it, when not its own last word
+
+    @property
+    def expired(self) -> bool:
+        return self.error is not None and self.error.kind is Kind.EXPIRED
+
+    @property
+    def lost(self) -> bool:
+        """The pipeline died before the stream was over."""
+        return self.error is not None and self.error.kind is Kind.LOST
 
     @property
     def over(self) -> bool:
@@ -74,17 +74,14 @@ class Stream:
     options: DecodeOptions | None = None  # its own decoding, sent with every chunk that opens it (a replay's too)
     buffer: Buffer = field(default_factory=Buffer)
     phase: Phase = Phase.WAITING_SLOT
-    ending: Ending | None = None
-    error: str | None = None
+    error: StreamError | None = None  # how it ended, when not by its own last word
     inflight: int = 0  # ticks carrying its chunks, not yet delivered
     events: list = field(default_factory=list)  # delivered by the pipeline, not yet taken by the producer
 
-    def fail(self, ending: Ending, error: str, override: bool = False) -> None:
+    def fail(self, error: StreamError, override: bool = False) -> None:
         """Record how it ended (the first reason stays, unless `override`)."""
         if self.error is None or override:
-            self.ending, self.error = ending, error
+            self.error = error
 
     def status(self, ready: bool) -> StreamStatus:
-        done = self.phase is Phase.DONE
-        expired, lost = self.ending is Ending.EXPIRED, self.ending is Ending.LOST
-        return StreamStatus(self.buffer.ended, done, self.inflight, ready, self.error, expired, lost)
+        return StreamStatus(self.buffer.ended, self.phase is Phase.DONE, self.inflight, ready, self.error)

@@ -12,10 +12,11 @@ import time
 
 import numpy as np
 
+from ..errors import StreamError
 from ..messages import Chunk, Key, Update
 from .buffer import Limits
 from .journal import Journal
-from .phase import Ending, Phase, Stream
+from .phase import Phase, Stream
 from .stats import IngestStats
 from .window import Tick
 
@@ -78,7 +79,7 @@ class Streams(dict[Key, Stream]):
             if u.snapshot is not None:
                 self.journal.snapshotted(s.journal, u.snapshot, tick.seq)
             if u.error:
-                s.fail(Ending.EXPIRED if u.expired else Ending.ERROR, u.error)
+                s.fail(u.error)
             if u.done:
                 s.phase = Phase.DONE
 
@@ -90,9 +91,9 @@ class Streams(dict[Key, Stream]):
                 s.phase, s.inflight = Phase.WAITING_SLOT, 0
                 self.stats.replayed_seconds += s.buffer.replay / s.rate
 
-    def end(self, ending: Ending, error: str, override: bool = False) -> None:
-        """Every stream not DONE is: `ending` (the first reason a stream had stays, unless `override`)."""
+    def end(self, error: StreamError, override: bool = False) -> None:
+        """Every stream not DONE is ended by `error` (the first reason a stream had stays, unless `override`)."""
         for s in self.values():
             if s.phase is not Phase.DONE:
                 s.phase = Phase.DONE
-                s.fail(ending, error, override)
+                s.fail(error, override)

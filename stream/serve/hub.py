@@ -30,12 +30,18 @@ from models.decoding import DecodeOptions
 from models.errors import InputError, one_line
 
 from ..backend import Event
+from ..errors import Kind
 from ..ingest import Overloaded
 from ..shared import SharedRecognizer, SharedSession
 from . import protocol
 from .metrics import Metrics
 
 log = logging.getLogger(__name__)
+
+
+# The server's edge: each kind of stream error once, as its close code.
+CLOSES = {Kind.INPUT: protocol.INVALID, Kind.EXPIRED: protocol.GOING_AWAY, Kind.LOST: protocol.GOING_AWAY,
+          Kind.CLOSED: protocol.GOING_AWAY, Kind.INTERNAL: protocol.INTERNAL}
 
 
 @dataclass(frozen=True)
@@ -249,7 +255,7 @@ class Hub:
         if status.error:
             s.over = True
             if not s.aborted:
-                self._fail(s, status.error, protocol.GOING_AWAY if status.lost or status.expired else protocol.INVALID)
+                self._fail(s, status.error.message, CLOSES[status.error.kind])
         elif status.over:
             s.over = True
 
