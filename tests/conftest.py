@@ -52,10 +52,10 @@ def digits_wav(tmp_path_factory, digits_audio) -> Path:
 FAST_FAILURE_DETECTION = {"health_check_initial_delay_ms": 0, "health_check_period_ms": 500, "health_check_failure_threshold": 3}
 
 
-@pytest.fixture
-def cluster():
-    """A real two-node Ray on this machine: head and worker node, both on 127.0.0.1, token authentication on (the
-    default token file), node failures detected in ~1.5 s."""
+@pytest.fixture(scope="module")
+def cluster_head():
+    """A real Ray head node on this machine, 127.0.0.1, token authentication on (the default token file), node
+    failures detected in ~1.5 s; started once for a module (~10 s), its worker nodes come and go with the tests."""
     ray = pytest.importorskip("ray")
     from ray._private.authentication.authentication_token_setup import ensure_token_if_auth_enabled
     from ray._private.utils import get_ray_address_file
@@ -73,9 +73,8 @@ def cluster():
             head_node_args={"num_cpus": 1, "node_ip_address": "127.0.0.1", "include_dashboard": False,
                             "_system_config": FAST_FAILURE_DETECTION},
         )
-        worker = c.add_node(num_cpus=1, node_ip_address="127.0.0.1")
         try:
-            yield c, worker
+            yield c
         finally:
             ray.shutdown()
             c.shutdown()
@@ -83,6 +82,21 @@ def cluster():
                 address_file.unlink(missing_ok=True)
             else:
                 address_file.write_text(previous)
+
+
+@pytest.fixture
+def cluster(cluster_head):
+    """A real two-node Ray on this machine: the module's head node and a fresh worker node, both on 127.0.0.1. The
+    test's driver (if it joined) leaves the cluster after it, and the worker goes if the test left it."""
+    import ray
+
+    worker = cluster_head.add_node(num_cpus=1, node_ip_address="127.0.0.1")  # (within the head's loopback_only)
+    try:
+        yield cluster_head, worker
+    finally:
+        ray.shutdown()
+        if worker in cluster_head.worker_nodes:
+            cluster_head.remove_node(worker)
 
 
 def chunked(x: np.ndarray, sizes: list[int]):

@@ -21,10 +21,11 @@ from stream.batch.driver import BatchOptions, run_batch  # noqa: E402
 from stream.transcribe import transcribe_file  # noqa: E402
 
 
-def test_the_cluster_refuses_a_wrong_token(cluster):
-    c, _ = cluster
+def test_the_cluster_refuses_a_wrong_token(cluster_head):
+    c = cluster_head
     env = {**os.environ, "RAY_AUTH_MODE": "token", "RAY_AUTH_TOKEN": "not-the-token",
-           "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER": "0"}  # dial 127.0.0.1 as given
+           "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER": "0",  # dial 127.0.0.1 as given
+           "RAY_gcs_server_port_wait_time_s": "1"}  # one try: Ray retries a refused token for 20 s, as it would a head not up yet
     probe = subprocess.run(
         [sys.executable, "-c", f"import ray; ray.init(address={c.address!r}); print('joined')"],
         env=env, capture_output=True, text=True, timeout=120,
