@@ -49,6 +49,50 @@ def digits_wav(tmp_path_factory, digits_audio) -> Path:
     return path
 
 
+class _LocalRay:
+    """The bundled digits model in a Ray pipeline (its standby actors warm) on a local Ray of this process, started
+    once (~30 s on two busy cores) and shared by the modules that stream through one (test_failover kills its actors:
+    the pipeline replaces them). Started again if the Ray it was on is gone (test_cluster leaves any local Ray: its
+    driver joins the two-node cluster)."""
+
+    def __init__(self):
+        self.rec, self.address = None, None
+
+    def _on_it(self) -> bool:
+        import ray
+
+        return self.rec is not None and ray.is_initialized() and ray.get_runtime_context().gcs_address == self.address
+
+    def get(self):
+        import ray
+
+        from stream.distributed.session import RayRecognizer
+
+        if not self._on_it():  # (a recognizer on a Ray that is gone is dropped: its actors went with it)
+            self.rec = RayRecognizer.connect("digits", device="cpu", num_cpus=2)
+            self.address = ray.get_runtime_context().gcs_address
+        return self.rec
+
+    def close(self):
+        if self._on_it():
+            self.rec.close()  # and the Ray it started
+        self.rec = None
+
+
+@pytest.fixture(scope="session")
+def _local_ray():
+    pytest.importorskip("ray")
+    local = _LocalRay()
+    yield local
+    local.close()
+
+
+@pytest.fixture(scope="module")
+def ray_digits(_local_ray):
+    """`RayRecognizer.connect("digits", device="cpu", num_cpus=2)`, shared by the session (see _LocalRay)."""
+    return _local_ray.get()
+
+
 FAST_FAILURE_DETECTION = {"health_check_initial_delay_ms": 0, "health_check_period_ms": 500, "health_check_failure_threshold": 3}
 
 
@@ -67,6 +111,7 @@ def cluster_head():
     ensure_token_if_auth_enabled(create_token_if_missing=True)  # ~/.ray/auth_token, as for `ray start --head`
     address_file = Path(get_ray_address_file(None))
     previous = address_file.read_text() if address_file.exists() else None
+    ray.shutdown()  # a local Ray of a module run before (ray_digits): this process's driver is to join the cluster
     with loopback_only():
         c = Cluster(
             initialize_head=True,

@@ -267,15 +267,11 @@ def test_past_the_latency_budget_new_streams_are_refused_and_open_ones_go_on(rec
 
 
 @pytest.fixture(scope="module")
-def ray_live():
-    pytest.importorskip("ray")
-    from stream.distributed.session import RayRecognizer
-
-    rec = RayRecognizer.connect("digits", device="cpu", num_cpus=2)
+def ray_live(ray_digits):
+    rec = ray_digits  # the session's (conftest.py): one Ray and pipeline for this module and test_ray_pipeline's
     streams = digit_streams(50)
     want, _ = live_run(rec.ingest, streams)
-    yield rec, streams, {n: finals(v) for n, v in want.items()}
-    rec.close()
+    return rec, streams, {n: finals(v) for n, v in want.items()}
 
 
 def _kill_model(rec):

@@ -21,10 +21,8 @@ from stream.ingest import Ingest, StreamExpired  # noqa: E402
 
 
 @pytest.fixture(scope="module")
-def ray_rec():
-    rec = RayRecognizer.connect("digits", device="cpu", num_cpus=2)
-    yield rec
-    rec.close()
+def ray_rec(ray_digits):
+    return ray_digits  # the session's (conftest.py): one Ray and pipeline for this module and test_failover's
 
 
 def _speaker(name: str, takes: range, digits: str = "0123456789", pause: float = 0.3) -> np.ndarray:
@@ -138,13 +136,16 @@ def test_bad_input_fails_only_its_own_stream(ray_rec, recognizer):
 
 
 def test_idle_stream_is_expired_its_slot_freed_and_the_client_told(ray_rec, recognizer):
-    # 1.5 s: long enough that a busy 2-core machine's pauses between ticks do not expire the fresh stream.
-    with_timeout = RayRecognizer.connect("digits", device="cpu", idle_timeout=1.5)
+    # 1.5 s: long enough that a busy 2-core machine's pauses between ticks do not expire the fresh stream. (No
+    # standby actors: they take over only from a lost worker, test_failover's subject, and cost ~10 s to start.)
+    with_timeout = RayRecognizer.connect("digits", device="cpu", idle_timeout=1.5, standby=False)
     try:
         session = with_timeout.session(8000)
         session.accept(_speaker("nicolas", range(41, 44), "123"))
         assert with_timeout.stats()["model"]["active"] == 1
-        time.sleep(4.0)  # the client goes quiet
+        quiet = time.monotonic()  # the client goes quiet
+        while with_timeout.stats()["model"]["active"] and time.monotonic() - quiet < 30:
+            time.sleep(0.1)
         stats = with_timeout.stats()["model"]
         assert stats["active"] == 0 and stats["expired"] == 1
         with pytest.raises(StreamExpired, match="idle"):
