@@ -1,6 +1,6 @@
 """The engine: many streams through one pipeline, the core that sessions, servers, files and Ray wrap.
 
-    engine = Engine.create("digits", runtime="thread")  # or "process" (child processes) or "ray"
+    engine = create_engine("digits", runtime="thread")   # stream.runtimes; or "process" (child processes), "ray"
     stream = engine.open(8000)                           # a stream; `options=` gives it its own decoding
     engine.push(stream, samples)                         # input of any size, from any thread
     engine.finish(stream)
@@ -17,22 +17,17 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
-from pathlib import Path
-from typing import Literal
 
 import numpy as np
 
-from models.checkpoint import DEFAULT_MODEL, Checkpoint, load_checkpoint
+from models.checkpoint import Checkpoint
 from models.decoding import DecodeOptions
 
 from .backend import Event
 from .ingest import Ingest, IngestOptions, StreamStatus
 from .messages import Key
 from .options import recommended_options
-from .pipeline import Pipeline, PipelineSpec
-
-Runtime = Literal["thread", "process", "ray"]
-RUNTIMES: tuple[str, ...] = ("thread", "process", "ray")
+from .pipeline import Pipeline
 
 
 @dataclass(frozen=True)
@@ -44,7 +39,7 @@ class StreamResult:
 
 
 class Engine:
-    """Streams of one model through one pipeline (`create` builds both for a runtime)."""
+    """Streams of one model through one pipeline (stream.runtimes.create_engine builds both for a runtime)."""
 
     def __init__(
         self,
@@ -66,42 +61,6 @@ class Engine:
         self.step_seconds = self.extractor.frame_seconds * checkpoint.model.cfg.stack
         self._on_close = on_close
         self._polled: set[Key] = set()  # open streams a poll reports on
-
-    @classmethod
-    def create(
-        cls,
-        model: str | Path | Checkpoint = DEFAULT_MODEL,
-        runtime: Runtime = "thread",
-        spec: PipelineSpec = PipelineSpec(),
-        ingest: IngestOptions = IngestOptions(),
-        processes: int = 1,
-        threads: int = 1,
-        address: str | None = None,
-        num_cpus: int | None = None,
-    ) -> Engine:
-        """The one constructor of the runtimes. "thread": the stages run in this process, in the thread that polls;
-        "process": in `processes` child processes (`threads` torch threads each), off this process's GIL, a lost
-        child replaced and its streams replayed; "ray": in Ray actors on this node (joining `address`, else starting
-        Ray with `num_cpus`), a lost worker replaced likewise. `spec.options` None: the checkpoint's recommended
-        decoding."""
-        if runtime not in RUNTIMES:
-            raise ValueError(f"unknown runtime {runtime!r} (known: {', '.join(RUNTIMES)})")
-        checkpoint = model if isinstance(model, Checkpoint) else load_checkpoint(model, spec.device or "cpu")
-        if runtime == "thread":
-            from .session import Recognizer
-
-            recognizer = Recognizer(checkpoint, spec.options, spec.endpoint)
-            return cls(checkpoint, recognizer.pipeline(spec), ingest, options=spec.options)
-        if runtime == "process":
-            from .process import ProcessPipeline
-
-            return cls(checkpoint, ProcessPipeline(checkpoint, spec, threads, processes), ingest, options=spec.options)
-        from .distributed.cluster import start_pipeline
-
-        if isinstance(model, Checkpoint):
-            raise ValueError("the ray runtime ships the model by its name or file: give that, not a loaded checkpoint")
-        cluster, pipeline = start_pipeline(model, spec, address, num_cpus)
-        return cls(checkpoint, pipeline, ingest, on_close=cluster.close, options=spec.options)
 
     # -- streams
 

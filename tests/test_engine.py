@@ -10,9 +10,9 @@ import pytest
 import soundfile as sf
 from conftest import FSDD
 
-from stream.engine import Engine
 from stream.options import phrase_options
 from stream.pipeline import PipelineSpec
+from stream.runtimes import create_engine
 
 
 def _audio(names: list[str]) -> np.ndarray:
@@ -36,7 +36,7 @@ def test_streams_with_their_own_options_read_as_alone(recognizer, runtime):
         "phrases": phrase_options(recognizer.options, recognizer.tokenizer, ("one two", "three Oh")),
     }
     audio = _audio(["1_jackson_3.wav", "2_george_7.wav", "7_lucas_1.wav", "3_nicolas_9.wav"])  # 8 kHz
-    engine = Engine.create(checkpoint, runtime, PipelineSpec(options=recognizer.options))
+    engine = create_engine(checkpoint, runtime, PipelineSpec(options=recognizer.options))
     try:
         streams = {engine.open(8000, options=o): name for name, o in options.items()}
         got = {name: [] for name in options}
@@ -76,4 +76,4 @@ def test_a_phrase_list_word_the_model_cannot_spell_is_refused(recognizer):
 
 def test_an_unknown_runtime_is_refused(recognizer):
     with pytest.raises(ValueError, match="unknown runtime 'gpu'"):
-        Engine.create(recognizer.checkpoint, "gpu")
+        create_engine(recognizer.checkpoint, "gpu")
