@@ -1,4 +1,5 @@
-"""The engine: many streams through one pipeline, the core that sessions, servers, files and Ray wrap.
+"""The engine: many streams through one pipeline, the core that shared sessions wrap (the server's, `listen`'s, Ray's:
+stream.shared); the batch driver still drives an ingest of its own.
 
     engine = create_engine("digits", runtime="thread")   # stream.runtimes; or "process" (child processes), "ray"
     stream = engine.open(8000)                           # a stream; `options=` gives it its own decoding

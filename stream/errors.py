@@ -19,6 +19,7 @@ class Kind(Enum):
     EXPIRED = "expired"  # idle past the model's timeout: its slot was freed
     LOST = "lost"  # the pipeline died and could not be restarted
     CLOSED = "closed"  # the ingest (a server shutting down) was closed under it
+    OVERLOADED = "overloaded"  # no model slot was free for it (the producer did not reserve one)
     INTERNAL = "internal"  # what nobody foresaw in a stage: a bug, said in one line
 
 

@@ -19,12 +19,12 @@ from models.errors import InputError
 from .backend import Event
 from .engine import Engine
 from .errors import Kind
-from .ingest import Ingest, IngestOptions, PipelineFailed, StreamExpired
+from .ingest import Ingest, IngestOptions, Overloaded, PipelineFailed, StreamExpired
 from .pipeline import Pipeline
 
 # A session's edge: each kind of stream error once, as the exception its caller catches.
 _RAISED: dict[Kind, type[Exception]] = {Kind.INPUT: InputError, Kind.EXPIRED: StreamExpired, Kind.LOST: PipelineFailed,
-                                        Kind.CLOSED: RuntimeError, Kind.INTERNAL: RuntimeError}
+                                        Kind.CLOSED: RuntimeError, Kind.OVERLOADED: Overloaded, Kind.INTERNAL: RuntimeError}
 
 
 class SharedRecognizer:

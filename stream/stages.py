@@ -185,17 +185,17 @@ class ModelStage:
             if key not in self.batcher:
                 why = None
                 if key not in self._opening:
-                    why = "stream is not open (finished, failed or expired)"
+                    why = StreamError(Kind.INPUT, "stream is not open (finished, failed or expired)")
                 else:
                     self._opening.discard(key)
                     self._reserved.discard(key)
                     try:
                         self.batcher.start(key, self._restoring.pop(key, None))  # cannot fail when reserved
                     except SlotsFull as e:
-                        why = one_line(e)
+                        why = StreamError(Kind.OVERLOADED, one_line(e))
                 if why is not None:
                     for q in self._queue.pop(key):
-                        q.request.errors[key] = StreamError(Kind.INPUT, why)
+                        q.request.errors[key] = why
                         q.request.remaining -= 1
                         touched.append(q.request)
                     continue

@@ -77,3 +77,13 @@ def test_a_phrase_list_word_the_model_cannot_spell_is_refused(recognizer):
 def test_an_unknown_runtime_is_refused(recognizer):
     with pytest.raises(ValueError, match="unknown runtime 'gpu'"):
         create_engine(recognizer.checkpoint, "gpu")
+
+
+def test_every_kind_of_stream_error_has_its_mapping_at_each_edge():
+    """One typed error travels to the edges; the server maps each kind to a close code and a session to an
+    exception, once: a new kind without its mapping would reach a client as a KeyError."""
+    from stream.errors import Kind
+    from stream.serve.hub import CLOSES
+    from stream.shared import _RAISED
+
+    assert set(CLOSES) == set(Kind) == set(_RAISED)

@@ -41,7 +41,7 @@ log = logging.getLogger(__name__)
 
 # The server's edge: each kind of stream error once, as its close code.
 CLOSES = {Kind.INPUT: protocol.INVALID, Kind.EXPIRED: protocol.GOING_AWAY, Kind.LOST: protocol.GOING_AWAY,
-          Kind.CLOSED: protocol.GOING_AWAY, Kind.INTERNAL: protocol.INTERNAL}
+          Kind.CLOSED: protocol.GOING_AWAY, Kind.OVERLOADED: protocol.TRY_LATER, Kind.INTERNAL: protocol.INTERNAL}
 
 
 @dataclass(frozen=True)
