@@ -37,6 +37,7 @@ from typing import Any
 from models.checkpoint import Checkpoint, checkpoint_bytes
 from models.errors import one_line
 
+from .engine import Engine
 from .futures import merged
 from .ingest import IngestOptions
 from .messages import Chunk, Chunks, Key, Update
@@ -302,4 +303,5 @@ def process_recognizer(
 ) -> SharedRecognizer:
     """Sessions (from any threads) that share one pipeline in a child process: `Recognizer.shared`, with the
     stages off this process's GIL. A lost child is replaced and the streams replayed (the Ingest's failover)."""
-    return SharedRecognizer(checkpoint, ProcessPipeline(checkpoint, spec, threads, processes), ingest, options=spec.options)
+    pipeline = ProcessPipeline(checkpoint, spec, threads, processes)
+    return SharedRecognizer(Engine(checkpoint, pipeline, ingest, options=spec.options))

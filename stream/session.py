@@ -20,6 +20,7 @@ from models.errors import InputError
 from models.frontend import Extractor, FrontEnd
 
 from .backend import BackEnd, EndpointConfig, Event
+from .engine import Engine
 from .errors import Kind
 from .ingest import IngestOptions
 from .messages import Chunk
@@ -109,7 +110,7 @@ class Recognizer:
     def shared(self, spec: PipelineSpec = PipelineSpec(), ingest: IngestOptions = IngestOptions()) -> SharedRecognizer:
         """Sessions (from any threads) that share one pipeline in this process: one batched model call per tick
         for all of them, as on Ray. A Session has a pipeline of its own."""
-        return SharedRecognizer(self.checkpoint, self.pipeline(spec), ingest, options=self.options)
+        return SharedRecognizer(Engine(self.checkpoint, self.pipeline(spec), ingest, options=self.options))
 
     def close(self) -> None:
         """Nothing to release in process (RecognizerLike)."""

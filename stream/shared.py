@@ -8,19 +8,15 @@ fed from many threads.
 
 from __future__ import annotations
 
-from collections.abc import Callable
-
 import numpy as np
 
-from models.checkpoint import Checkpoint
 from models.decoding import DecodeOptions
 from models.errors import InputError
 
 from .backend import Event
 from .engine import Engine
 from .errors import Kind
-from .ingest import Ingest, IngestOptions, Overloaded, PipelineFailed, StreamExpired
-from .pipeline import Pipeline
+from .ingest import Ingest, Overloaded, PipelineFailed, StreamExpired
 
 # A session's edge: each kind of stream error once, as the exception its caller catches.
 _RAISED: dict[Kind, type[Exception]] = {Kind.INPUT: InputError, Kind.EXPIRED: StreamExpired, Kind.LOST: PipelineFailed,
@@ -28,21 +24,12 @@ _RAISED: dict[Kind, type[Exception]] = {Kind.INPUT: InputError, Kind.EXPIRED: St
 
 
 class SharedRecognizer:
-    """A `RecognizerLike` whose sessions share `pipeline` through `ingest`."""
+    """A `RecognizerLike` whose sessions are streams of one `Engine`."""
 
-    def __init__(
-        self,
-        checkpoint: Checkpoint,
-        pipeline: Pipeline,
-        ingest: IngestOptions = IngestOptions(),
-        on_close: Callable[[], None] = lambda: None,
-        options: DecodeOptions | None = None,
-    ):
-        """Sessions of an Engine over `pipeline`, its ingest made as `ingest` says; `on_close` after the pipeline is
-        closed; `options`: the pipeline's decoding (None: the checkpoint's recommendation)."""
-        self.engine = Engine(checkpoint, pipeline, ingest, on_close, options)
-        self.extractor, self.pipeline, self.ingest = self.engine.extractor, pipeline, self.engine.ingest
-        self.sample_rate, self.step_seconds = self.engine.sample_rate, self.engine.step_seconds
+    def __init__(self, engine: Engine):
+        self.engine = engine
+        self.extractor, self.pipeline, self.ingest = engine.extractor, engine.pipeline, engine.ingest
+        self.sample_rate, self.step_seconds = engine.sample_rate, engine.step_seconds
 
     def session(self, sample_rate: int | None = None, channels: int | None = None,
                 options: DecodeOptions | None = None) -> SharedSession:

@@ -144,6 +144,24 @@ def cluster(cluster_head):
             cluster_head.remove_node(worker)
 
 
+def stepped_log_probs(recognizer, audio: np.ndarray, rate: int):
+    """The model's log-probabilities for `audio` as a session steps them ([steps, tokens]): real decoder input."""
+    import torch
+
+    session = recognizer.session(rate)
+    out, step = [], session.pipeline.model.batcher.step
+
+    def recording(inputs):
+        result = step(inputs)
+        out.extend(result.values())
+        return result
+
+    session.pipeline.model.batcher.step = recording
+    session.accept(audio)
+    session.finish()
+    return torch.cat(out)
+
+
 def chunked(x: np.ndarray, sizes: list[int]):
     """Split x into consecutive chunks, cycling through `sizes`."""
     i, k = 0, 0

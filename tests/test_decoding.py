@@ -57,23 +57,11 @@ def test_greedy_partials_do_not_depend_on_how_steps_arrive(recognizer, digits_au
     """The greedy decoder keeps closed words between partials: its partial after any run of steps equals a fresh
     decoder's given the same steps at once (real log-probabilities of the digits model on real speech)."""
     import numpy as np
-    import torch
+    from conftest import stepped_log_probs
 
     from models.decoding import GreedyDecoder
 
-    audio, _ = digits_audio
-    session = recognizer.session(16000)
-    log_probs, step = [], session.pipeline.model.batcher.step
-
-    def recording_step(inputs):
-        out = step(inputs)
-        log_probs.extend(out.values())
-        return out
-
-    session.pipeline.model.batcher.step = recording_step
-    session.accept(audio)
-    session.finish()
-    lp, step_seconds = torch.cat(log_probs), 0.03
+    lp, step_seconds = stepped_log_probs(recognizer, digits_audio[0], 16000), 0.03
     rng = np.random.default_rng(0)
     cuts = np.sort(rng.choice(np.arange(1, len(lp)), size=12, replace=False))
     tokens, best = recognizer.tokenizer, lp.argmax(-1).tolist()

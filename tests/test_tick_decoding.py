@@ -8,37 +8,21 @@ import numpy as np
 import pytest
 import soundfile as sf
 import torch
-from conftest import FSDD
+from conftest import FSDD, stepped_log_probs
 
 from models.decoding import DecodeOptions
 from stream.backend import BackEnd, EndpointConfig
 from stream.tick_decoding import accept_many
 
 
-def _log_probs(recognizer, audio: np.ndarray, rate: int) -> torch.Tensor:
-    """The digits model's log-probabilities for real speech, as a stream steps them."""
-    session = recognizer.session(rate)
-    out, step = [], session.pipeline.model.batcher.step
-
-    def recording(inputs):
-        result = step(inputs)
-        out.extend(result.values())
-        return result
-
-    session.pipeline.model.batcher.step = recording
-    session.accept(audio)
-    session.finish()
-    return torch.cat(out)
-
-
 @pytest.fixture(scope="module")
 def speech(recognizer, digits_audio) -> list[torch.Tensor]:
     """Five streams' log-probabilities: a long connected-digit recording and four FSDD clips, one between silences."""
-    streams = [_log_probs(recognizer, digits_audio[0], 16000)]
+    streams = [stepped_log_probs(recognizer, digits_audio[0], 16000)]
     for name in ["3_jackson_0.wav", "5_nicolas_3.wav", "9_george_40.wav", "0_yweweler_12.wav"]:
         audio, rate = sf.read(FSDD / name, dtype="float32")
         gap = np.zeros(int(1.5 * rate), np.float32)
-        streams.append(_log_probs(recognizer, np.concatenate([gap, audio, gap, audio]), rate))
+        streams.append(stepped_log_probs(recognizer, np.concatenate([gap, audio, gap, audio]), rate))
     return streams
 
 

@@ -9,6 +9,7 @@ from models.checkpoint import DEFAULT_MODEL, Checkpoint, load_checkpoint
 from models.decoding import DecodeOptions
 
 from ..backend import EndpointConfig
+from ..engine import Engine
 from ..ingest import IngestOptions
 from ..options import recommended_options
 from ..pipeline import PipelineSpec
@@ -40,4 +41,4 @@ class RayRecognizer(SharedRecognizer):
         options = options if options is not None else recommended_options(checkpoint)
         spec = PipelineSpec(device=device, options=options, endpoint=endpoint, idle_timeout=idle_timeout, standby=standby)
         cluster, pipeline = start_pipeline(model, spec, address, num_cpus)
-        return cls(checkpoint, pipeline, ingest, on_close=cluster.close, options=options)
+        return cls(Engine(checkpoint, pipeline, ingest, on_close=cluster.close, options=options))
