@@ -118,5 +118,7 @@ def client_options(checkpoint: Checkpoint, base: DecodeOptions, phrases: tuple[s
         raise ValueError(f"lm {lm!r}: a client may choose {', '.join(('none', *LM_NAMES))}")
     if charset is not None and charset not in CHARSETS:
         raise ValueError(f"charset {charset!r}: one of {', '.join(CHARSETS)}")
+    if CHARSETS.get(charset) and not set(CHARSETS[charset]) & set(checkpoint.tokenizer.tokens):
+        raise ValueError(f"charset {charset!r}: the model writes none of its characters")  # (at the config, not later)
     options = base if charset is None and lm is None else resolve_options(checkpoint, lm=lm, charset=charset)
     return phrase_options(options, checkpoint.tokenizer, phrases)

@@ -74,6 +74,19 @@ def test_a_phrase_list_word_the_model_cannot_spell_is_refused(recognizer):
     assert phrase_options(recognizer.options, recognizer.tokenizer, ("[unk]",)) == recognizer.options
 
 
+def test_a_client_config_is_refused_at_once_when_its_choices_cannot_be_read(recognizer):
+    """A network client's lm must be a model's name (never a path on the server), its charset one the model writes."""
+    from stream.options import client_options
+
+    checkpoint, base = recognizer.checkpoint, recognizer.options
+    assert client_options(checkpoint, base) is None  # nothing of its own: the server's decoding
+    for choice, words in [({"lm": "/etc/passwd"}, "a client may choose"), ({"charset": "klingon"}, "one of"),
+                          ({"charset": "digits"}, "writes none of its characters")]:
+        with pytest.raises(ValueError, match=words):
+            client_options(checkpoint, base, **choice)
+    assert client_options(checkpoint, base, charset="lower").charset == "lower"
+
+
 def test_an_unknown_runtime_is_refused(recognizer):
     with pytest.raises(ValueError, match="unknown runtime 'gpu'"):
         create_engine(recognizer.checkpoint, "gpu")
