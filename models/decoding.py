@@ -89,6 +89,8 @@ class GreedyDecoder:
     """Best path decoding, kept incrementally: a partial result recomputes only the word being written (words a
     boundary has closed cannot change, since a step only ever extends the last emission)."""
 
+    view_key = None  # what `view` does to the log-probabilities (None: nothing); decoders alike share one view
+
     def __init__(self, tokenizer: Tokenizer, step_seconds: float):
         self.tokenizer = tokenizer
         self.step_seconds = step_seconds
@@ -137,11 +139,11 @@ class GreedyDecoder:
         return hyp
 
 
-
-
 class BeamDecoder:
     """flashlight's CTC beam search (models.lm builds it, its LM and lexicon shared per process), stepped
     incrementally per utterance."""
+
+    view_key = None
 
     def __init__(self, tokenizer: Tokenizer, step_seconds: float, options: DecodeOptions):
         self.tokenizer = tokenizer
@@ -261,6 +263,7 @@ class RestrictedDecoder:
         if charset not in CHARSETS or CHARSETS[charset] is None:
             raise ValueError(f"unknown charset {charset!r} (known: {', '.join(CHARSETS)})")
         self.decoder = decoder
+        self.view_key = charset  # (streams of one charset share the view)
         self.characters = torch.ones(len(tokenizer.tokens), dtype=torch.bool)  # per token: not blank nor boundary
         self.characters[[tokenizer.blank, tokenizer.boundary]] = False
         self.allowed = self.characters & torch.tensor([t in CHARSETS[charset] for t in tokenizer.tokens])

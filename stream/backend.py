@@ -12,7 +12,7 @@ from dataclasses import asdict, dataclass, field, replace
 import numpy as np
 import torch
 
-from models.decoding import CHARSETS, DecodeOptions, Hypothesis, Word, make_decoder
+from models.decoding import DecodeOptions, Hypothesis, Word, make_decoder
 from models.tokens import Tokenizer
 
 
@@ -64,7 +64,6 @@ class BackEnd:
         self.endpoint = endpoint
         self.tail_steps = tail_steps
         self.decoder = make_decoder(tokenizer, step_seconds, options)
-        self.view_key = options.charset if CHARSETS.get(options.charset or "all") is not None else None  # what view does
         self._revision = -1  # the decoder's revision at the last partial
         self.steps = 0  # absolute model steps consumed
         self._utterance_start = 0

@@ -16,17 +16,15 @@ import torch
 
 from models.checkpoint import DEFAULT_MODEL, Checkpoint, load_checkpoint
 from models.decoding import DecodeOptions
-from models.errors import InputError
 from models.frontend import Extractor, FrontEnd
 
 from .backend import BackEnd, EndpointConfig, Event
 from .engine import Engine
-from .errors import Kind
 from .ingest import IngestOptions
 from .messages import Chunk
 from .options import recommended_options
 from .pipeline import LocalPipeline, PipelineSpec
-from .shared import SharedRecognizer
+from .shared import SharedRecognizer, exception
 
 
 class SessionLike(Protocol):
@@ -155,5 +153,5 @@ class Session:
             return []
         if update.error:
             self.closed = True
-            raise (InputError if update.error.kind is Kind.INPUT else RuntimeError)(update.error.message)
+            raise exception(update.error)
         return update.events

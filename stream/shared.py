@@ -15,12 +15,18 @@ from models.errors import InputError
 
 from .backend import Event
 from .engine import Engine
-from .errors import Kind
+from .errors import Kind, StreamError
 from .ingest import Ingest, Overloaded, PipelineFailed, StreamExpired
 
-# A session's edge: each kind of stream error once, as the exception its caller catches.
-_RAISED: dict[Kind, type[Exception]] = {Kind.INPUT: InputError, Kind.EXPIRED: StreamExpired, Kind.LOST: PipelineFailed,
-                                        Kind.CLOSED: RuntimeError, Kind.OVERLOADED: Overloaded, Kind.INTERNAL: RuntimeError}
+# A session's edge (a SharedSession's and a Session's): each kind of stream error once, as the exception its caller
+# catches.
+RAISED: dict[Kind, type[Exception]] = {Kind.INPUT: InputError, Kind.EXPIRED: StreamExpired, Kind.LOST: PipelineFailed,
+                                       Kind.CLOSED: RuntimeError, Kind.OVERLOADED: Overloaded, Kind.INTERNAL: RuntimeError}
+
+
+def exception(error: StreamError) -> Exception:
+    """The exception a session raises for a stream's error."""
+    return RAISED[error.kind](error.message)
 
 
 class SharedRecognizer:
@@ -80,5 +86,5 @@ class SharedSession:
         events, status = self.ingest.pump(self.key, block)
         if status.error:
             self.closed = True
-            raise _RAISED[status.error.kind](status.error.message)
+            raise exception(status.error)
         return events

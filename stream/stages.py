@@ -289,9 +289,11 @@ class DecodeStage:
                 updates[key] = Update([], True, _error(e))
         data = torch.from_numpy(np.require(probs.log_probs.data, requirements="W"))  # Ray hands out read-only views
         for key, back, events in zip(keys, backs, accept_many(backs, data, spans)):
+            if isinstance(events, Exception):  # (its decoding failed: the stream alone ends)
+                self.backs.pop(key, None)
+                updates[key] = Update([], True, _error(events))
+                continue
             try:
-                if isinstance(events, Exception):
-                    raise events
                 if key in closed:
                     events += self.backs.pop(key).finish()
                 if key in probs.snapshots:

@@ -79,8 +79,8 @@ def _views(backs: list[BackEnd], log_probs: torch.Tensor, spans: list[tuple[int,
     so any grouping of the rows reads the same)."""
     groups: dict[str, list[int]] = {}
     for i, back in enumerate(backs):
-        if back.view_key is not None:
-            groups.setdefault(back.view_key, []).append(i)
+        if back.decoder.view_key is not None:
+            groups.setdefault(back.decoder.view_key, []).append(i)
     if not groups:
         return log_probs
     viewed = log_probs.clone()

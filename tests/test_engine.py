@@ -97,6 +97,6 @@ def test_every_kind_of_stream_error_has_its_mapping_at_each_edge():
     exception, once: a new kind without its mapping would reach a client as a KeyError."""
     from stream.errors import Kind
     from stream.serve.hub import CLOSES
-    from stream.shared import _RAISED
+    from stream.shared import RAISED
 
-    assert set(CLOSES) == set(Kind) == set(_RAISED)
+    assert set(CLOSES) == set(Kind) == set(RAISED)
