@@ -1,5 +1,5 @@
-"""The engine: many streams through one pipeline, the core that shared sessions wrap (the server's, `listen`'s, Ray's:
-stream.shared); the batch driver still drives an ingest of its own.
+"""The engine: many streams through one pipeline, the core that the server's hub, the batch driver and the shared
+sessions (`listen`'s, Ray's: stream.shared) wrap.
 
     engine = create_engine("digits", runtime="thread")   # stream.runtimes; or "process" (child processes), "ray"
     stream = engine.open(8000)                           # a stream; `options=` gives it its own decoding
@@ -62,6 +62,7 @@ class Engine:
         self.step_seconds = self.extractor.frame_seconds * checkpoint.model.cfg.stack
         self._on_close = on_close
         self._polled: set[Key] = set()  # open streams a poll reports on
+        self.delivered = 0  # ticks delivered so far (a caller that answers per tick counts them)
 
     # -- streams
 
@@ -82,23 +83,53 @@ class Engine:
         """The stream's input is over: what is buffered is sent, and its last utterance closed."""
         self.ingest.finish(stream)
 
-    def poll(self, timeout: float = 0.0) -> dict[Key, StreamResult]:
-        """Send a tick with every stream's ready input (unless the window is full), deliver the finished ticks
-        (waiting up to `timeout` for the oldest), -> each stream with new events or now over. A stream reported
-        over is forgotten."""
-        self.ingest.submit(block=False)
-        self.ingest.collect(timeout=0.0)
+    def send(self) -> bool:
+        """One tick with every stream's ready input, unless the window is full; -> whether one went out (`poll`
+        sends too: a caller that paces its ticks itself, as the server's hub does, sends here and polls with
+        send=False)."""
+        return self.ingest.submit(block=False)
+
+    def poll(self, timeout: float = 0.0, send: bool = True) -> dict[Key, StreamResult]:
+        """Send a tick with every stream's ready input (unless the window is full, or not `send`), deliver the
+        finished ticks (waiting up to `timeout` for the oldest), -> each stream with new events or now over. A
+        stream reported over is forgotten. Reads only the streams those ticks carried (the ingest's news), never
+        every open stream."""
+        if send:
+            self.send()
+        self.delivered += self.ingest.collect(timeout=0.0)
         if timeout and self.ingest.inflight:
             self.ingest.wait(timeout)
-            self.ingest.collect(timeout=0.0)
+            self.delivered += self.ingest.collect(timeout=0.0)
         out = {}
-        for key in list(self._polled):
+        for key in self.ingest.news():
+            if key not in self._polled:  # (a SharedSession's: it takes its own)
+                continue
             events, status = self.ingest.take(key)
             if events or status.over:
                 out[key] = StreamResult(events, status)
             if status.over:
                 self._polled.discard(key)
         return out
+
+    @property
+    def inflight(self) -> int:
+        """Ticks sent and not yet delivered."""
+        return self.ingest.inflight
+
+    @property
+    def has_room(self) -> bool:
+        """Whether a tick can go out now (the window is not full)."""
+        return self.ingest.has_room
+
+    @property
+    def dropped_seconds(self) -> float:
+        """Input dropped so far past the ingest's bound (overflow="drop")."""
+        return self.ingest.stats.dropped_seconds
+
+    @staticmethod
+    def wait_any(engines: list[Engine], timeout: float | None) -> None:
+        """Until the oldest tick of one of the engines is done (whatever their runtimes), at most `timeout`."""
+        Ingest.wait_any([e.ingest for e in engines], timeout)
 
     def status(self, stream: Key) -> StreamStatus | None:
         return self.ingest.status(stream)

@@ -53,15 +53,18 @@ class IngestOptions:
 
     window: int = 4  # ticks in flight at most
     min_chunk: float = 0.1  # seconds a stream's chunk holds at least (its last one excepted)
+    max_chunk: float = 10.0  # seconds a stream's chunk holds at most (files: the batch driver's read size)
     overflow: str = "block"  # past the window: "block" the producer, or "drop" input past max_buffer (counted)
     admit_latency: float | None = None  # the overload policy's budget: see Ingest
+    failover: bool | None = None  # replay streams after a lost worker; None: when the pipeline can restart
 
     def ingest(self, pipeline: Pipeline, self_timed: bool = False) -> Ingest:
         """`self_timed`: the input's rows carry their own times (pen points), so nothing is held back for `min_chunk`:
         ten points may be 10 ms of ink or the last 3 s of a lifted pen, whose line then never ends (the pen-up points
         that would let its time pass are the ones held)."""
         min_chunk = 0.0 if self_timed else self.min_chunk
-        return Ingest(pipeline, min_chunk, window=self.window, overflow=self.overflow, admit_latency=self.admit_latency)
+        return Ingest(pipeline, min_chunk, self.max_chunk, self.window, self.overflow, failover=self.failover,
+                      admit_latency=self.admit_latency)
 
 
 class Ingest:
@@ -149,6 +152,13 @@ class Ingest:
             if status.over:
                 del self._streams[key]
             return events, status
+
+    def news(self) -> set[Key]:
+        """The streams a delivery or an end may have changed since the last call (new events, or now over): what a
+        poll of many streams reads, instead of every stream."""
+        with self._lock:
+            keys, self._streams.news = self._streams.news, set()
+            return keys
 
     def close(self) -> None:
         """Refuse new streams; streams not over end with an error (the pipeline is the caller's to close)."""

@@ -3,7 +3,9 @@
 Invariants (the ingest's lock held around every call): a stream's `inflight` counts exactly the ticks in flight
 that carry a chunk of it; a stream is sent a chunk only while its phase is live and it holds a slot, and the
 chunk that opens it (its first since it was granted) is the only one that carries its rate, channels and the
-state it reopens at; an update is delivered to a stream once, through the journal (no final twice).
+state it reopens at; an update is delivered to a stream once, through the journal (no final twice); `news` holds
+every stream a delivery or an end may have changed since its producer last looked (what a poll reads, not every
+stream).
 """
 
 from __future__ import annotations
@@ -22,9 +24,14 @@ from .window import Tick
 
 
 class Streams(dict[Key, Stream]):
+    def __delitem__(self, key: Key) -> None:
+        super().__delitem__(key)
+        self.news.discard(key)
+
     def __init__(self, limits: Limits, journal: Journal, stats: IngestStats):
         super().__init__()
         self.limits, self.journal, self.stats = limits, journal, stats
+        self.news: set[Key] = set()  # streams with events, or a status, their producer has not seen
 
     def push(self, key: Key, data: np.ndarray, mark: float | None) -> None:
         s = self[key]
@@ -71,10 +78,12 @@ class Streams(dict[Key, Stream]):
         for key in tick.keys:
             if key in self:
                 self[key].inflight -= 1
+                self.news.add(key)
         for key, u in updates.items():
             s = self.get(key)
             if s is None:
                 continue
+            self.news.add(key)
             s.events += self.journal.new_events(s.journal, u.events)
             if u.snapshot is not None:
                 self.journal.snapshotted(s.journal, u.snapshot, tick.seq)
@@ -93,7 +102,8 @@ class Streams(dict[Key, Stream]):
 
     def end(self, error: StreamError, override: bool = False) -> None:
         """Every stream not DONE is ended by `error` (the first reason a stream had stays, unless `override`)."""
-        for s in self.values():
+        for key, s in self.items():
             if s.phase is not Phase.DONE:
                 s.phase = Phase.DONE
                 s.fail(error, override)
+                self.news.add(key)
