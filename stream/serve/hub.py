@@ -1,13 +1,13 @@
-"""The one thread that drives every connection's stream through ONE SharedRecognizer, a tick at a time.
+"""The one thread that drives every connection's stream through ONE Engine (stream.engine), a tick at a time.
 
 Invariants:
-- Only this thread touches the ingest. With a LocalPipeline the tick's model call runs inside `submit`, under
+- Only this thread touches the engine. With a LocalPipeline the tick's model call runs inside `send`, under
   the ingest's lock (tens of ms at hundreds of streams): on the event loop that would stall every socket. The
   loop hands commands over a queue and gets answers back in one `call_soon_threadsafe` batch per iteration.
-- Each connection is a `SharedSession` of the recognizer (its key in the shared ingest); its input joins the
-  next tick with every other stream's, so all open streams are slots of one batched LSTM call per tick.
-  `SharedSession.accept` pumps a tick per call, which here would be one tick per message: the hub pushes every
-  stream's messages first and then sends one tick for all of them, with the ingest's own push/submit/collect.
+- Each connection is a stream of the engine; its input joins the next tick with every other stream's, so all
+  open streams are slots of one batched LSTM call per tick. The hub pushes every stream's messages first and
+  then sends one tick for all of them (`Engine.send`, paced by the hub's tick), and reads what the ticks brought
+  with `Engine.poll(send=False)`: only the streams they carried.
 - Every client message gets exactly one answer, in order: once the first tick submitted after it arrived is
   back (its audio is then through the model, or held back by the ingest as too short to send alone), or at
   once when no tick is in flight. An eof is answered when its stream is over, with its last result.
@@ -30,9 +30,10 @@ from models.decoding import DecodeOptions
 from models.errors import InputError, one_line
 
 from ..backend import Event
+from ..engine import Engine, StreamResult
 from ..errors import Kind
 from ..ingest import Overloaded
-from ..shared import SharedRecognizer, SharedSession
+from ..messages import Key
 from . import protocol
 from .metrics import Metrics
 
@@ -59,18 +60,18 @@ class Stream:
     deliver: Callable[[list[str], Close | None], None]  # called on the loop
     options: DecodeOptions | None = None  # its own decoding (a phrase list, a charset, an LM), None: the server's
     sent: int = 0  # samples handed to the hub (loop side), as `weigh` counts them
-    pushed: int = 0  # samples the hub pushed into the ingest
+    pushed: int = 0  # samples the hub pushed into the engine
     # What a message costs, in samples: its length for audio; for ink its ink time (stream.serve.pen.InkClock),
     # since a few points far apart in time make many frames, and the queue bound is in input seconds.
     weigh: Callable[[np.ndarray], int] = len
-    session: SharedSession | None = None
+    key: Key | None = None  # its stream in the engine, once its first audio came
     pending: list = field(default_factory=list)  # arrival marks of messages not covered by a submitted tick
     finals: deque = field(default_factory=deque)  # final events not yet sent
     partial: str = ""
     eof: float | None = None  # arrival of the eof (or of the server's decision to end the stream)
     eof_close: Close = Close(protocol.NORMAL, "")
     aborted: bool = False  # the client went away: finish the stream, answer nothing
-    over: bool = False  # the ingest said its last word
+    over: bool = False  # the engine said its last word
     closed: bool = False  # its close was decided: nothing more goes out
 
     @property
@@ -79,11 +80,12 @@ class Stream:
 
 
 class Hub:
-    def __init__(self, recognizer: SharedRecognizer, loop: asyncio.AbstractEventLoop, metrics: Metrics, tick: float = 0.04):
-        self.recognizer, self.ingest, self.loop, self.metrics = recognizer, recognizer.ingest, loop, metrics
+    def __init__(self, engine: Engine, loop: asyncio.AbstractEventLoop, metrics: Metrics, tick: float = 0.04):
+        self.engine, self.loop, self.metrics = engine, loop, metrics
         self.tick = tick
         self._commands: queue.SimpleQueue = queue.SimpleQueue()
         self._streams: set[Stream] = set()
+        self._keys: dict[Key, Stream] = {}  # the engine's streams not yet over
         self._ticks: deque[tuple[float, list]] = deque()  # per submitted tick: (when, [(stream, marks)])
         self._out: dict[Stream, tuple[list[str], Close | None]] = {}
         self._stop = threading.Event()
@@ -124,17 +126,18 @@ class Hub:
                 for s in list(self._streams):
                     self._fail(s, f"recognizer failed: {one_line(e)}", protocol.GOING_AWAY)
                     self._streams.discard(s)
+                    self._keys.pop(s.key, None)
                 self._flush()
                 time.sleep(0.1)
 
     def _iteration(self) -> None:
-        busy = bool(self._streams) or self.ingest.inflight
+        busy = bool(self._streams) or self.engine.inflight
         self._drain(timeout=None if not busy else 0.0)
         idle = False
-        if self.ingest.has_room and time.monotonic() >= self._last_submit + self.tick:
+        if self.engine.has_room and time.monotonic() >= self._last_submit + self.tick:
             idle = not self._submit()
         self._collect(timeout=0.0)
-        if idle and not self.ingest.inflight:
+        if idle and not self.engine.inflight:
             for s in self._streams:  # no tick to wait for (nothing sendable, none in flight): answer now
                 self._answer(s, s.pending)
                 s.pending = []
@@ -142,14 +145,14 @@ class Hub:
         self._flush()
         # Wait for the next tick: new input (or, on Ray, the ticks in flight) may arrive meanwhile.
         left = self._last_submit + self.tick - time.monotonic()
-        if self.ingest.inflight:
+        if self.engine.inflight:
             self._collect(timeout=max(left, 0.002))
         elif self._streams:  # nothing was sendable: wait for input, at most a tick (never spin)
             self._drain(timeout=left if left > 0 else self.tick)
 
     def _drain(self, timeout: float | None) -> None:
         """Apply queued commands; wait up to `timeout` (None: 0.5 s) for the first. A stream's audio messages
-        queued together go to the ingest as one part (its marks all pending): 1 ms messages were 1,000 parts a
+        queued together go to the engine as one part (its marks all pending): 1 ms messages were 1,000 parts a
         second of 16 bytes, each ~300 bytes of objects held while the pipeline is behind (up to 30 s of them)."""
         try:
             cmd = self._commands.get(timeout=0.5 if timeout is None else timeout) if timeout != 0.0 else self._commands.get_nowait()
@@ -179,7 +182,7 @@ class Hub:
         s.pushed += sum(w for (_, w), _ in parts)
         if not self._open(s):
             return
-        self.ingest.push(s.session.key, data, parts[0][1])
+        self.engine.push(s.key, data, parts[0][1])
         s.pending += [mark for _, mark in parts]
 
     def _apply(self, kind: str, s: Stream | None, arg, mark: float | None) -> None:
@@ -187,9 +190,9 @@ class Hub:
             return
         if kind == "abort":
             s.aborted = True
-            if s.session is not None and s.eof is None:
-                self.ingest.finish(s.session.key)  # flush its input so its model slot is freed
-            elif s.session is None:
+            if s.key is not None and s.eof is None:
+                self.engine.finish(s.key)  # flush its input so its model slot is freed
+            elif s.key is None:
                 s.over = True
             self._streams.add(s)
             return
@@ -198,15 +201,16 @@ class Hub:
         self._streams.add(s)
         if kind == "eof":
             s.eof, s.eof_close = mark, arg
-            if s.session is None:
+            if s.key is None:
                 s.over = True  # eof before any audio: nothing to recognise
             else:
-                self.ingest.finish(s.session.key)
+                self.engine.finish(s.key)
 
     def _open(self, s: Stream) -> bool:
-        if s.session is None:
+        if s.key is None:
             try:
-                s.session = self.recognizer.session(s.rate, options=s.options)
+                s.key = self.engine.open(s.rate, options=s.options)
+                self._keys[s.key] = s
             except Overloaded as e:  # the overload policy: new streams wait, the open ones keep their latency
                 self.metrics.refused.labels(reason="overloaded").inc()
                 self._fail(s, one_line(e), protocol.TRY_LATER)
@@ -218,7 +222,7 @@ class Hub:
 
     def _submit(self) -> bool:
         t0 = time.monotonic()
-        if not self.ingest.submit(block=False):
+        if not self.engine.send():
             return False
         covered = [(s, s.pending) for s in self._streams if s.pending]
         for s, _ in covered:
@@ -230,26 +234,26 @@ class Hub:
         return True
 
     def _collect(self, timeout: float) -> None:
-        done = self.ingest.collect(timeout=timeout)
-        if not done:
-            return
+        before = self.engine.delivered
+        for key, result in self.engine.poll(timeout, send=False).items():
+            self._take(self._keys[key], result)
+            if result.status.over:
+                del self._keys[key]
+        done = self.engine.delivered - before
         now = time.monotonic()
-        for s in self._streams:
-            if s.session is not None and not s.over:
-                self._take(s)
         for _ in range(done):
             t0, covered = self._ticks.popleft()
             self.metrics.busy(now - max(t0, self._busy_until))
             self._busy_until = now
             for s, marks in covered:
                 self._answer(s, marks)
-        dropped = self.ingest.stats.dropped_seconds
+        dropped = self.engine.dropped_seconds
         if dropped > self._dropped:
             self.metrics.dropped.inc(dropped - self._dropped)
             self._dropped = dropped
 
-    def _take(self, s: Stream) -> None:
-        events, status = self.ingest.take(s.session.key)
+    def _take(self, s: Stream, result: StreamResult) -> None:
+        events, status = result.events, result.status
         for e in events:
             self._event(s, e)
         if status.error:
@@ -306,9 +310,9 @@ class Hub:
         out.append(protocol.error(message))
         self._out[s] = (out, Close(code, message))
         s.closed = True
-        if s.session is not None and not s.over and s.eof is None:
+        if s.key is not None and not s.over and s.eof is None:
             s.aborted = True
-            self.ingest.finish(s.session.key)  # its slot is freed once the flush is through
+            self.engine.finish(s.key)  # its slot is freed once the flush is through
             self._streams.add(s)
         self.metrics.errors.labels(reason="stream").inc()
 

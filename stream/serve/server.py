@@ -108,7 +108,7 @@ class Server:
         # tick take seconds at 500 clients (BENCHMARKS.md, issue 16). 0.5 ms bounds that wait.
         sys.setswitchinterval(min(sys.getswitchinterval(), SWITCH_INTERVAL))
         for route in self.routes:
-            route.hub = Hub(route.recognizer, asyncio.get_running_loop(), self.metrics, self.options.tick)
+            route.hub = Hub(route.recognizer.engine, asyncio.get_running_loop(), self.metrics, self.options.tick)
             route.hub.start()
         self._ws = await serve(
             self._handle, self.options.host, self.options.port,
