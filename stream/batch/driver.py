@@ -22,18 +22,20 @@ import numpy as np
 
 from models.checkpoint import DEFAULT_MODEL, Checkpoint, load_checkpoint
 from models.errors import InputError, one_line
-from models.frontend import Extractor
 
+from ..backend import Event
+from ..engine import Engine
 from ..errors import report
 from ..formats import printable
-from ..ingest import Ingest, PipelineFailed
+from ..ingest import IngestOptions, PipelineFailed, StreamStatus
+from ..messages import Key
 from ..pipeline import Pipeline, PipelineSpec
 from ..transcribe import Transcript
 from .inputs import expand_inputs
 from .sinks import Sink, open_sink
 
 # ---------------------------------------------------------------------------------------------
-# Workers: one pipeline each, fed by the driver.
+# Workers: one engine each, fed by the driver.
 
 
 @dataclass
@@ -43,21 +45,21 @@ class _File:
     blocks: Iterator[np.ndarray]
     error: str | None = None
     attempts: int = 1
+    events: list[Event] = field(default_factory=list)  # delivered so far
+    status: StreamStatus | None = None  # once its stream is over
 
 
 class Worker:
-    """One pipeline and the files it is transcribing; the driver reads them chunk by chunk into its ingest."""
+    """One engine (its pipeline on one node, or in this process) and the files it is transcribing; the driver
+    reads them chunk by chunk into it."""
 
-    def __init__(
-        self, pipeline: Pipeline, extractor: Extractor, streams: int = 64, chunk_seconds: float = 8.0, window: int = 2
-    ):
-        self.pipeline = pipeline
-        self.extractor = extractor  # reads the files (audio, or what the model's front end takes)
+    def __init__(self, engine: Engine, streams: int = 64, chunk_seconds: float = 8.0):
+        self.engine = engine
+        self.pipeline = engine.pipeline
+        self.extractor = engine.extractor  # reads the files (audio, or what the model's front end takes)
         self.streams = streams
         self.chunk_seconds = chunk_seconds
-        # A lost node's files are redone whole by the fleet (run_batch), elsewhere: no live replay needed.
-        self.ingest = Ingest(pipeline, min_chunk=0.1, max_chunk=chunk_seconds, window=window, failover=False)
-        self.files: dict = {}  # stream key -> _File
+        self.files: dict[Key, _File] = {}
 
     @property
     def full(self) -> bool:
@@ -67,7 +69,7 @@ class Worker:
         """Start a file; -> the reason it cannot be read, if so."""
         try:
             rate, channels, duration = self.extractor.info(path)
-            key = self.ingest.open(rate, channels)
+            key = self.engine.open(rate, channels)
         except InputError as e:
             return str(e)
         blocks = self.extractor.blocks(path, max(1, int(self.chunk_seconds * rate)))
@@ -76,41 +78,47 @@ class Worker:
 
     def feed(self) -> bool:
         """Read the next chunk of every file whose previous one has gone out, and send a tick if the window has room."""
-        ingest = self.ingest
-        if not ingest.has_room:
+        engine = self.engine
+        if not engine.has_room:
             return False
         for key, f in self.files.items():
-            s = ingest.status(key)
+            if f.status is not None:
+                continue
+            s = engine.status(key)
             if s.finishing or s.done or s.ready:  # (a short last block waits for the end of file)
                 continue
             try:
-                ingest.push(key, next(f.blocks))
+                engine.push(key, next(f.blocks))
             except StopIteration:
-                ingest.finish(key)
+                engine.finish(key)
             except InputError as e:  # truncated mid-file: close the stream, report the file
                 f.error = str(e)
-                ingest.finish(key)
+                engine.finish(key)
         try:
-            return ingest.submit(block=False)
+            return engine.send()
         except PipelineFailed:  # the fleet sees it on its next collect
             return False
+
+    def collect(self) -> None:
+        """Deliver the finished ticks to their files (PipelineFailed: the worker is lost)."""
+        for key, result in self.engine.poll(send=False).items():
+            f = self.files[key]
+            f.events += result.events
+            if result.status.over:
+                f.status = result.status
 
     def harvest(self) -> list[tuple[_File, Transcript | None]]:
         """Files whose stream is over: (file, transcript), or (file with .error, None)."""
         out = []
-        for key in [k for k in self.files if self.ingest.status(k).over]:
+        for key in [k for k, f in self.files.items() if f.status is not None]:
             f = self.files.pop(key)
-            events, status = self.ingest.take(key)
-            f.error = f.error or (status.error and status.error.message)
-            out.append((f, None if f.error else Transcript.from_events(f.path, f.duration, events)))
+            f.error = f.error or (f.status.error and f.status.error.message)
+            out.append((f, None if f.error else Transcript.from_events(f.path, f.duration, f.events)))
         return out
 
     def abandon(self) -> list[_File]:
         """The files a dead pipeline had not finished: to be started again elsewhere."""
-        def lost(status) -> bool:
-            return status is None or status.lost or not status.done
-
-        return [self.files.pop(k) for k in [k for k in self.files if lost(self.ingest.status(k))]]
+        return [self.files.pop(k) for k in [k for k, f in self.files.items() if f.status is None]]
 
 
 # ---------------------------------------------------------------------------------------------
@@ -297,7 +305,6 @@ class _Fleet:
 
     def __init__(self, model: str | Path, spec: PipelineSpec, opts: BatchOptions, checkpoint: Checkpoint):
         self.model, self.spec, self.opts, self.checkpoint = model, spec, opts, checkpoint
-        self.extractor = checkpoint.extractor()
         self.workers: list[Worker] = []
         self.dead: list[Worker] = []
         self.cluster = None
@@ -308,15 +315,14 @@ class _Fleet:
         if self.opts.in_process:
             import torch
 
-            from ..session import Recognizer
-
-            torch.set_num_threads(self.opts.threads)
+            from ..runtimes import create_engine
             from ..session import default_device
 
+            torch.set_num_threads(self.opts.threads)
             device = self.spec.device or default_device()
             checkpoint = self.checkpoint if device == "cpu" else load_checkpoint(self.model, device)
-            recognizer = Recognizer(checkpoint, self.spec.options, self.spec.endpoint)
-            self.workers = [self._worker(recognizer.pipeline(self.spec))]
+            self.workers = [Worker(create_engine(checkpoint, "thread", self.spec, self._ingest()), self.opts.streams,
+                                   self.opts.chunk_seconds)]
             return
         from ..distributed.cluster import RayCluster
 
@@ -333,16 +339,21 @@ class _Fleet:
         if not self.workers:
             raise RuntimeError("no Ray worker could start")
 
+    def _ingest(self) -> IngestOptions:
+        # A lost node's files are redone whole by the fleet (run_batch), elsewhere: no live replay needed.
+        return IngestOptions(window=self.opts.window, min_chunk=0.1, max_chunk=self.opts.chunk_seconds, failover=False)
+
     def _worker(self, pipeline: Pipeline) -> Worker:
-        return Worker(pipeline, self.extractor, self.opts.streams, self.opts.chunk_seconds, self.opts.window)
+        engine = Engine(self.checkpoint, pipeline, self._ingest(), options=self.spec.options)
+        return Worker(engine, self.opts.streams, self.opts.chunk_seconds)
 
     def busy(self) -> bool:
         return any(w.files for w in self.workers)
 
     def wait(self, timeout: float = 1.0) -> None:
         """Until some worker's oldest tick is done (nothing to wait for in process)."""
-        if any(w.ingest.inflight for w in self.workers):
-            Ingest.wait_any([w.ingest for w in self.workers], timeout)
+        if any(w.engine.inflight for w in self.workers):
+            Engine.wait_any([w.engine for w in self.workers], timeout)
         elif self.workers and not self.opts.in_process:
             time.sleep(0.005)  # new files wait for a model slot
 
@@ -351,12 +362,12 @@ class _Fleet:
         lost = []
         for worker in list(self.workers):
             try:
-                worker.ingest.collect(timeout=0)
+                worker.collect()
             except PipelineFailed as e:
                 report(f"worker on node {worker.pipeline.node_id} lost ({e}); resubmitting its files", "warning")
                 self.workers.remove(worker)
                 self.dead.append(worker)
-                worker.pipeline.close()
+                worker.engine.close()
                 lost += worker.abandon()
         if lost and not self.workers:
             if self._respawns >= 3:
@@ -380,6 +391,6 @@ class _Fleet:
 
     def close(self) -> None:
         for w in self.workers:
-            w.pipeline.close()
+            w.engine.close()
         if self.cluster is not None:
             self.cluster.close()
