@@ -1,7 +1,9 @@
 """What travels between the pipeline's stages: one message per tick, each covering many streams.
 
-Arrays of many streams are packed into one buffer per message (one thing to serialise for Ray, not one per
-stream); the stages unpack them. Streams are named by a `Key`: (producer id, number).
+In this process the stages hand each other tensors by stream. Where a message leaves the process (to a Ray actor,
+to a child process), the arrays of many streams are packed into one buffer (one thing to serialise, not one per
+stream): a tick's input as `Chunks`, and `Frames` packs its features itself when it is pickled. Streams are named by
+a `Key`: (producer id, number).
 """
 
 from __future__ import annotations
@@ -110,13 +112,20 @@ class Packed:
 class Frames:
     """features -> model."""
 
-    features: Packed
+    features: dict[Key, torch.Tensor]  # stream -> its model-ready frames [steps * stack, dim]
     opened: list = field(default_factory=list)
     closed: list = field(default_factory=list)  # their last chunk: end after this step
     errors: dict = field(default_factory=dict)  # stream -> its StreamError; the stream is dropped
     snapshots: dict = field(default_factory=dict)  # stream -> its front end's state after this tick
     restores: dict = field(default_factory=dict)  # stream -> the StreamState it reopens at
     options: dict = field(default_factory=dict)  # stream -> its own DecodeOptions (opened in this tick)
+
+    def __getstate__(self) -> dict:
+        """To another process (features actor -> model actor): every stream's frames as one array."""
+        return {**self.__dict__, "features": Packed.pack(self.features, 0)}
+
+    def __setstate__(self, state: dict) -> None:
+        self.__dict__.update(state, features=state["features"].unpack())
 
 
 @dataclass

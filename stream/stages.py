@@ -43,7 +43,7 @@ class FeatureStage:
     def process(self, chunks: dict[Key, Chunk] | Chunks) -> Frames:
         if isinstance(chunks, Chunks):
             chunks = chunks.unpack()
-        out = Frames(Packed([], [], np.zeros((0, self.extractor.dim), np.float32)))
+        out = Frames({})
         keys, fronts, cuts, snap = [], [], [], []
         for key, chunk in chunks.items():
             try:
@@ -67,7 +67,7 @@ class FeatureStage:
                 out.restores.pop(key, None)
                 out.options.pop(key, None)
                 out.errors[key] = _error(e)
-        out.features = Packed.pack(dict(zip(keys, extract(self.extractor, fronts, cuts))), self.extractor.dim)
+        out.features = dict(zip(keys, extract(self.extractor, fronts, cuts)))
         for key, front in snap:
             if (state := front.snapshot()) is not None:
                 out.snapshots[key] = state
@@ -152,7 +152,7 @@ class ModelStage:
         closed = set(frames.closed)
         self._opening.update(frames.opened)
         self._restoring.update({k: st.model for k, st in frames.restores.items()})
-        for key, x in frames.features.unpack().items():
+        for key, x in frames.features.items():
             self._queue.setdefault(key, []).append(_Queued(req, x, key in closed))
             req.remaining += 1
         for key in frames.errors:  # a failed stream gives up its slot, after its earlier frames
