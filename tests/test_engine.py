@@ -100,3 +100,26 @@ def test_every_kind_of_stream_error_has_its_mapping_at_each_edge():
     from stream.shared import RAISED
 
     assert set(CLOSES) == set(Kind) == set(RAISED)
+
+
+def test_a_caller_that_paces_its_ticks_sends_them_and_polls_what_they_brought(recognizer):
+    """`send` puts a tick out, `poll(send=False)` only delivers (the server's hub paces its ticks so); a poll reports
+    a stream once it has news, and every open stream once the engine closes, each over with its reason."""
+    from stream.errors import Kind
+
+    audio = _audio(["1_jackson_3.wav", "2_george_7.wav"])
+    engine = create_engine(recognizer.checkpoint, "thread", PipelineSpec(options=recognizer.options))
+    talking, quiet = engine.open(8000), engine.open(8000)
+    engine.push(talking, audio)
+    engine.push(quiet, np.zeros(len(audio), np.float32))
+    assert engine.poll(send=False) == {} and engine.delivered == 0  # nothing was sent
+    assert engine.send() and engine.delivered == 0
+    news = engine.poll(send=False)
+    assert engine.delivered == 1
+    assert list(news) == [talking] and news[talking].events and not news[talking].status.over
+    assert engine.poll(send=False) == {}  # told once
+    engine.close()
+    over = engine.poll()
+    assert set(over) == {talking, quiet}
+    assert all(r.status.over and r.status.error.kind is Kind.CLOSED for r in over.values())
+    assert engine.poll() == {}
