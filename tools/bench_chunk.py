@@ -5,13 +5,18 @@
 Prints a JSON line last with the figures BENCHMARKS.md reports: per-chunk time (features, model,
 decoding) for one stream and for N streams stepped in one batched call (this thread's CPU time: on a host shared
 with trainings and tests, wall time measured the neighbours; `--clock wall` for that), the model's FLOPs per second of
-audio, and this machine's measured fp32 matmul GFLOP/s, so the distance from the arithmetic limit shows.
+audio, and this machine's measured fp32 matmul GFLOP/s, so the distance from the arithmetic limit shows. Also the
+function calls (Python functions and builtins, as cProfile counts them) each stage makes per tick, with one stream and
+with N, and so per stream: a count the load on the host cannot move, and what "O(1) Python per tick" is about.
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
+import cProfile
 import json
+import pstats
 import time
 
 import numpy as np
@@ -89,6 +94,25 @@ def ticks(recognizer: Recognizer, audios: list[np.ndarray], rate: int, clock=tim
     }
 
 
+def calls(recognizer: Recognizer, audios: list[np.ndarray], rate: int, count: int = 20) -> dict:
+    """Function calls per tick of each stage (mean over `count` ticks after the first), as cProfile counts them."""
+    size = rate * CHUNK_MS // 1000
+    pipeline = recognizer.pipeline(PipelineSpec(slots=len(audios)))
+    stages = {"features": cProfile.Profile(), "model": cProfile.Profile(), "decoding": cProfile.Profile()}
+    for tick in range(count + 1):
+        chunks = {k: Chunk(a[tick * size : (tick + 1) * size], rate=rate if tick == 0 else None) for k, a in enumerate(audios)}
+        counted = stages if tick else {name: contextlib.nullcontext() for name in stages}  # (the first opens the streams)
+        with counted["features"]:
+            frames = pipeline.features.process(chunks)
+        with counted["model"]:
+            request = pipeline.model.submit(frames)
+            pipeline.model.tick()
+            probs = pipeline.model.result(request)
+        with counted["decoding"]:
+            pipeline.decoder.process(probs)
+    return {name: round(pstats.Stats(prof).total_calls / count) for name, prof in stages.items()}
+
+
 def _decoding(recognizer: Recognizer) -> str:
     options = recognizer.options
     if not options.beam:
@@ -116,6 +140,8 @@ def main(argv: list[str] | None = None) -> None:
     clock = time.thread_time if args.clock == "thread" else time.perf_counter
     single = ticks(recognizer, audios[:1], rate, clock)
     many = ticks(recognizer, audios, rate, clock)
+    one_calls, many_calls = calls(recognizer, audios[:1], rate), calls(recognizer, audios, rate)
+    per_stream = {k: round((many_calls[k] - one_calls[k]) / max(args.streams - 1, 1), 1) for k in one_calls}
     peak = matmul_gflops()
     steps_per_tick = CHUNK_MS / 1000 * steps_per_second
     achieved = args.streams * steps_per_tick * recognizer.model.flops_per_step() / (many["model"]["median_ms"] / 1000) / 1e9
@@ -131,6 +157,7 @@ def main(argv: list[str] | None = None) -> None:
         "batched": many,
         "batched_model_gflops": round(achieved, 1),
         "batched_model_fraction_of_matmul_peak": round(achieved / peak, 3),
+        "calls_per_tick": {"one_stream": one_calls, "batched": many_calls, "per_stream": per_stream},
     }
     print(json.dumps(result))
 
