@@ -145,13 +145,11 @@ class AudioConverter:
         self.target_rate = target_rate
         self.channels = channels
         self._resampler = None
-        if sample_rate != target_rate:
+        # Whether soxr's resampler carries state (its filter state cannot be saved, only rebuilt by replay); an
+        # attribute, not a property: a tick reads it for every stream (models.features.LogMelExtractor.extract_many).
+        self.resampling = sample_rate != target_rate
+        if self.resampling:
             self._resampler = soxr.ResampleStream(sample_rate, target_rate, 1, dtype="float32", quality="HQ")
-
-    @property
-    def resampling(self) -> bool:
-        """Whether soxr's resampler carries state (its filter state cannot be saved, only rebuilt by replay)."""
-        return self._resampler is not None
 
     def accept(self, samples: np.ndarray, last: bool = False) -> np.ndarray:
         mono = self._mono(to_float(samples))

@@ -17,9 +17,9 @@ import numpy as np
 import torch
 import torchaudio
 
-from . import leadin
+from . import framing, leadin
 from .audio import AUDIO_SUFFIXES, AudioConverter, audio_info, read_blocks
-from .frontend import whole_steps
+from .frontend import cut_each, whole_steps
 from .tokens import CHARACTERS
 
 # Quiet noise after the end of every stream (-70 dBFS, the quietest noise floor in training): a unidirectional
@@ -166,6 +166,40 @@ class LogMelExtractor:
     def transform(self, cuts: list[torch.Tensor]) -> list[torch.Tensor]:
         frames = self.logmel.from_windows(torch.cat(cuts))
         return list(frames.split([len(w) for w in cuts]))
+
+    @torch.no_grad()
+    def extract_many(self, fronts: list[LogMelFrontEnd], inputs: list[np.ndarray],
+                     lasts: list[bool]) -> list[torch.Tensor | Exception]:
+        """`frontend.extract_all` for audio: the steady streams framed as one array (models.framing), the others cut
+        one by one, all of their windows through one log-mel call, then each stream's whole steps."""
+        steady = [i for i, (f, x, last) in enumerate(zip(fronts, inputs, lasts))
+                  if not last and not f.converter.resampling and (f.lead is None or f.lead.done)
+                  and isinstance(x, np.ndarray) and x.ndim == 1 and x.dtype in framing.STEADY_DTYPES]
+        windows, sizes = [], []
+        if steady:
+            cfg = self.config
+            framed = framing.frame_many([fronts[i].features._buffer for i in steady], [inputs[i] for i in steady],
+                                        cfg.win_length, cfg.hop_length)
+            if framed is None:  # (a NaN or an infinity: stream by stream, so that its stream alone fails)
+                steady = []
+            else:
+                windows, sizes, carried = [framed[0]], framed[1], framed[2]
+                for i, samples in zip(steady, carried):
+                    fronts[i].features._buffer = samples
+        chosen = set(steady)
+        others = [i for i in range(len(fronts)) if i not in chosen]
+        out: list[torch.Tensor | Exception] = [None] * len(fronts)  # type: ignore[list-item]
+        for i, cut in zip(others, cut_each([fronts[i] for i in others], [inputs[i] for i in others],
+                                           [lasts[i] for i in others])):
+            out[i] = cut
+        ok = [i for i in others if not isinstance(out[i], Exception)]
+        windows += [out[i] for i in ok]
+        sizes += [out[i].shape[0] for i in ok]
+        if windows:
+            frames = self.logmel.from_windows(windows[0] if len(windows) == 1 else torch.cat(windows))
+            for i, f in zip(steady + ok, frames.split(sizes)):
+                out[i] = fronts[i].steps(f)
+        return out
 
     def info(self, path: str | Path) -> tuple[int, int | None, float]:
         return audio_info(path)

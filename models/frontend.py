@@ -7,8 +7,10 @@ the same frames as the whole input at once (the property tests check it).
 
 A tick runs, for the chunks of many streams: `FrontEnd.cut` per stream (cheap: conversion, buffering,
 framing), one `Extractor.transform` over all their cuts, then `FrontEnd.steps` per stream (the whole model steps
-now ready: a multiple of the model's `stack` frames). `extract` is those three. The checkpoint names its front end
-(`FRONT_ENDS`) and stores its config; nothing downstream of the frames knows the modality.
+now ready: a multiple of the model's `stack` frames). `extract` is those three; `extract_all`, what a tick calls,
+lets an extractor do the cuts of many streams at once (`extract_many`: the audio front end's steady streams). The
+checkpoint names its front end (`FRONT_ENDS`) and stores its config; nothing downstream of the frames knows the
+modality.
 """
 
 from __future__ import annotations
@@ -108,3 +110,29 @@ def extract(extractor: Extractor, fronts: list[FrontEnd], cuts: list[torch.Tenso
     if not fronts:
         return []
     return [front.steps(frames) for front, frames in zip(fronts, extractor.transform(cuts))]
+
+
+def extract_all(extractor: Extractor, fronts: list[FrontEnd], inputs: list[np.ndarray],
+                lasts: list[bool]) -> list[torch.Tensor | Exception]:
+    """A tick's streams: each one's next input -> its whole model steps now ready, or the exception its input
+    raised (its own: the others go on). The extractor's `extract_many` where it has one (the audio front end frames
+    its steady streams as one array), else `cut` stream by stream and `extract`."""
+    many = getattr(extractor, "extract_many", None)
+    if many is not None:
+        return many(fronts, inputs, lasts)
+    cuts = cut_each(fronts, inputs, lasts)
+    ok = [i for i, c in enumerate(cuts) if not isinstance(c, Exception)]
+    for i, frames in zip(ok, extract(extractor, [fronts[i] for i in ok], [cuts[i] for i in ok])):
+        cuts[i] = frames
+    return cuts
+
+
+def cut_each(fronts: list[FrontEnd], inputs: list[np.ndarray], lasts: list[bool]) -> list[torch.Tensor | Exception]:
+    """Each stream's `cut`, or the exception it raised."""
+    out: list[torch.Tensor | Exception] = []
+    for front, data, last in zip(fronts, inputs, lasts):
+        try:
+            out.append(front.cut(data, last))
+        except Exception as e:  # one stream's bad input must not fail the others
+            out.append(e)
+    return out

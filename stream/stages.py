@@ -19,7 +19,7 @@ import torch
 
 from models.decoding import DecodeOptions
 from models.errors import InputError, one_line
-from models.frontend import Extractor, FrontEnd, extract
+from models.frontend import Extractor, FrontEnd, extract_all
 from models.model import AcousticModel
 
 from .backend import BackEnd
@@ -44,7 +44,7 @@ class FeatureStage:
         if isinstance(chunks, Chunks):
             chunks = chunks.unpack()
         out = Frames({})
-        keys, fronts, cuts, snap = [], [], [], []
+        keys, fronts, inputs, lasts = [], [], [], []
         for key, chunk in chunks.items():
             try:
                 if chunk.rate is not None:
@@ -52,26 +52,36 @@ class FeatureStage:
                 front = self.fronts.get(key)
                 if front is None:
                     raise InputError(self.gone.pop(key, "stream is not open"))
-                cuts.append(front.cut(chunk.data, last=chunk.last))
-                keys.append(key)
-                fronts.append(front)
-                if chunk.last:
-                    del self.fronts[key]
-                    out.closed.append(key)
-                elif chunk.snapshot:
-                    snap.append((key, front))
             except Exception as e:  # one stream's bad input must not fail the others
-                self.fronts.pop(key, None)
-                if key in out.opened:
-                    out.opened.remove(key)
-                out.restores.pop(key, None)
-                out.options.pop(key, None)
-                out.errors[key] = _error(e)
-        out.features = dict(zip(keys, extract(self.extractor, fronts, cuts)))
+                self._fail(key, e, out)
+                continue
+            keys.append(key)
+            fronts.append(front)
+            inputs.append(chunk.data)
+            lasts.append(chunk.last)
+        snap = []
+        for key, front, last, frames in zip(keys, fronts, lasts, extract_all(self.extractor, fronts, inputs, lasts)):
+            if isinstance(frames, Exception):
+                self._fail(key, frames, out)
+                continue
+            out.features[key] = frames
+            if last:
+                del self.fronts[key]
+                out.closed.append(key)
+            elif chunks[key].snapshot:
+                snap.append((key, front))
         for key, front in snap:
             if (state := front.snapshot()) is not None:
                 out.snapshots[key] = state
         return out
+
+    def _fail(self, key: Key, e: BaseException, out: Frames) -> None:
+        self.fronts.pop(key, None)
+        if key in out.opened:
+            out.opened.remove(key)
+        out.restores.pop(key, None)
+        out.options.pop(key, None)
+        out.errors[key] = _error(e)
 
     def _open(self, key: Key, chunk: Chunk, out: Frames) -> None:
         front = self.extractor.open(chunk.rate, chunk.channels)

@@ -43,6 +43,45 @@ def test_features_match_whole_file_for_any_chunking(recognizer, sizes):
     torch.testing.assert_close(streamed, whole, atol=1e-4, rtol=1e-5)
 
 
+@SETTINGS
+@given(sizes=st.lists(st.integers(min_value=160, max_value=6000), min_size=1, max_size=12))
+def test_streams_framed_together_get_the_frames_each_gets_alone(recognizer, sizes):
+    """A tick frames its steady streams as one array (models.framing) and the others one by one: float32 and int16
+    16 kHz, a silent lead-in, 8 kHz (resampled), a [n, 1] layout, and a stream with NaNs from its middle on (it
+    alone fails). Each stream's frames are those it gets alone (to an FFT's rounding: which rows share a call moves
+    the last bit, as it did before streams were framed together)."""
+    from stream.messages import Chunk
+    from stream.stages import FeatureStage
+
+    arctic, rate = _arctic()
+    fsdd, fsdd_rate = sf.read(FSDD / "7_jackson_12.wav", dtype="float32")
+    bad = arctic.copy()
+    bad[len(bad) // 2 :: 997] = np.nan
+    streams = {"float": (arctic, rate), "int16": ((arctic * 32767).astype(np.int16), rate),
+               "lead-in": (np.concatenate([np.zeros(rate, np.float32), arctic]), rate), "8k": (fsdd, fsdd_rate),
+               "column": (arctic[:, None], rate), "nan": (bad, rate)}
+    extractor = recognizer.extractor
+    stage = FeatureStage(extractor)
+    chunks = {k: list(chunked(x, sizes)) for k, (x, _) in streams.items()}
+    together = {k: [] for k in streams}
+    for tick in range(max(map(len, chunks.values())) + 1):
+        tick_chunks = {}
+        for k, parts in chunks.items():
+            if tick <= len(parts) and k not in stage.gone and (tick == 0 or k in stage.fronts):
+                data = parts[tick] if tick < len(parts) else parts[0][:0]
+                tick_chunks[k] = Chunk(data, last=tick == len(parts), rate=streams[k][1] if tick == 0 else None)
+        frames = stage.process(tick_chunks)
+        for k, f in frames.features.items():
+            together[k].append(f)
+        for k in frames.errors:
+            stage.gone[k] = "failed"
+    assert set(stage.gone) == {"nan"}
+    for k, (x, r) in streams.items():
+        if k != "nan":
+            alone = _frontend_frames(recognizer, x, r, sizes)
+            torch.testing.assert_close(torch.cat(together[k]), alone, atol=1e-4, rtol=1e-5, msg=k)
+
+
 def _run(recognizer, audio, rate, sizes):
     """A session's events, and every log-probability its model call gave it."""
     session = recognizer.session(rate)
