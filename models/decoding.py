@@ -167,6 +167,7 @@ class BeamDecoder:
         self._first_step = 0
         self._started = False
         self._closed: tuple[int, list[int], tuple[Word, ...]] | None = None  # (step, path before it, words it closed)
+        self._writing: tuple[tuple, list[Word]] = ((), [])  # the emissions after the last boundary, and their words
         # flashlight ends a hypothesis mid-word when no beam entry reached a word boundary: with a lexicon, only
         # its complete words are reported (unless unknown words may be read: then every string is one)
         self._vocabulary = parts.vocabulary if options.unk_score == -math.inf else None
@@ -178,10 +179,11 @@ class BeamDecoder:
     def accept(self, log_probs: torch.Tensor, first_step: int) -> None:
         if not self._started:
             self._decoder.decode_begin()
-            self._first_step, self._started, self._closed = first_step, True, None
-        if len(log_probs):
+            self._first_step, self._started, self._closed, self._writing = first_step, True, None, ((), [])
+        steps = log_probs.shape[0]  # (len() of a tensor is four Python calls; a shape, none)
+        if steps:
             log_probs = log_probs.to(torch.float32).contiguous()
-            end = self._steps + len(log_probs)
+            end = self._steps + steps
             if end > len(self._log_probs):  # (a partial used to join the utterance's chunks anew: 50 us a call)
                 grown = np.zeros((max(2 * len(self._log_probs), end, 64), log_probs.shape[1]), dtype=np.float32)
                 grown[: self._steps] = self._log_probs[: self._steps]
@@ -189,7 +191,7 @@ class BeamDecoder:
             self._log_probs[self._steps : end] = log_probs.numpy()
             self._steps = end
             fed = log_probs if self._bonus is None else log_probs + self._bonus
-            self._decoder.decode_step(fed.data_ptr(), len(fed), fed.shape[1])
+            self._decoder.decode_step(fed.data_ptr(), steps, fed.shape[1])
             self.revision += 1
 
     accept_view = accept_blank = accept  # (its view is the log-probabilities themselves; blank steps are searched too)
@@ -230,8 +232,13 @@ class BeamDecoder:
             end = emissions[j].last - self._first_step + 1
             self._closed = (end, path[:end], tuple(words))
             emissions = emissions[j + 1 :]
-        words += _words(emissions, self.tokenizer, self.step_seconds, self._vocabulary).words
-        return Hypothesis(" ".join(w.word for w in words), words)
+        # The word being written: the same emissions give the same words (a step's log-probabilities never change),
+        # and from one partial to the next they mostly are the same (the path grew by blanks, or one token went on).
+        key = tuple((e.token, e.first, e.last) for e in emissions)
+        if key != self._writing[0]:
+            self._writing = (key, _words(emissions, self.tokenizer, self.step_seconds, self._vocabulary).words)
+        words += self._writing[1]
+        return Hypothesis(" ".join([w.word for w in words]), words)  # (a generator: a call a word)
 
     def _emissions(self, path: list[int], start: int) -> list[_Emission]:
         """The path's emissions from step `start` on (a step after a boundary, or the utterance's first)."""
