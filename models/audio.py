@@ -155,6 +155,10 @@ class AudioConverter:
         mono = self._mono(to_float(samples))
         if not np.all(np.isfinite(mono)):
             raise AudioError("audio contains NaN or infinite samples")
+        return self.resample(mono, last)
+
+    def resample(self, mono: np.ndarray, last: bool = False) -> np.ndarray:
+        """Mono float32 samples, checked finite -> at the target rate (soxr's stream: its state carried)."""
         if self._resampler is None:
             return mono
         return self._resampler.resample_chunk(mono, last=last)

@@ -173,19 +173,22 @@ class LogMelExtractor:
         """`frontend.extract_all` for audio: the steady streams framed as one array (models.framing), the others cut
         one by one, all of their windows through one log-mel call, then each stream's whole steps."""
         steady = [i for i, (f, x, last) in enumerate(zip(fronts, inputs, lasts))
-                  if not last and not f.converter.resampling and (f.lead is None or f.lead.done)
+                  if not last and (f.lead is None or f.lead.done)
                   and isinstance(x, np.ndarray) and x.ndim == 1 and x.dtype in framing.STEADY_DTYPES]
         windows, sizes = [], []
-        if steady:
+        samples = framing.floats([inputs[i] for i in steady]) if steady else None
+        if samples is None:  # (none steady, or a NaN or an infinity: stream by stream, so that its stream alone fails)
+            steady = []
+        else:
+            for j, i in enumerate(steady):
+                if fronts[i].converter.resampling:
+                    samples[j] = fronts[i].converter.resample(samples[j])
             cfg = self.config
-            framed = framing.frame_many([fronts[i].features._buffer for i in steady], [inputs[i] for i in steady],
-                                        cfg.win_length, cfg.hop_length)
-            if framed is None:  # (a NaN or an infinity: stream by stream, so that its stream alone fails)
-                steady = []
-            else:
-                windows, sizes, carried = [framed[0]], framed[1], framed[2]
-                for i, samples in zip(steady, carried):
-                    fronts[i].features._buffer = samples
+            framed = framing.frame_many([fronts[i].features._buffer for i in steady], samples, cfg.win_length,
+                                        cfg.hop_length)
+            windows, sizes = [framed[0]], framed[1]
+            for i, carried in zip(steady, framed[2]):
+                fronts[i].features._buffer = carried
         chosen = set(steady)
         others = [i for i in range(len(fronts)) if i not in chosen]
         out: list[torch.Tensor | Exception] = [None] * len(fronts)  # type: ignore[list-item]
