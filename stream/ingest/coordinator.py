@@ -107,9 +107,7 @@ class Ingest:
         self._streams = Streams(self.limits, self._journal, self.stats)
         self._ticks = Window(window)
         self._failed: BaseException | None = None
-        self._closed = False
-        self._lock = threading.RLock()
-        self._count = 0
+        self._closed, self._lock, self._count = False, threading.RLock(), 0
 
     # -- streams
 
@@ -154,8 +152,7 @@ class Ingest:
             return events, status
 
     def news(self) -> set[Key]:
-        """The streams a delivery or an end may have changed since the last call (new events, or now over): what a
-        poll of many streams reads, instead of every stream."""
+        """The streams given events or ended since the last call: what a poll reads instead of every stream."""
         with self._lock:
             keys, self._streams.news = self._streams.news, set()
             return keys

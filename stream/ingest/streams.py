@@ -24,14 +24,14 @@ from .window import Tick
 
 
 class Streams(dict[Key, Stream]):
-    def __delitem__(self, key: Key) -> None:
-        super().__delitem__(key)
-        self.news.discard(key)
-
     def __init__(self, limits: Limits, journal: Journal, stats: IngestStats):
         super().__init__()
         self.limits, self.journal, self.stats = limits, journal, stats
         self.news: set[Key] = set()  # streams with events, or a status, their producer has not seen
+
+    def __delitem__(self, key: Key) -> None:
+        super().__delitem__(key)
+        self.news.discard(key)
 
     def push(self, key: Key, data: np.ndarray, mark: float | None) -> None:
         s = self[key]

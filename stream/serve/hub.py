@@ -236,9 +236,9 @@ class Hub:
     def _collect(self, timeout: float) -> None:
         before = self.engine.delivered
         for key, result in self.engine.poll(timeout, send=False).items():
-            self._take(self._keys[key], result)
-            if result.status.over:
-                del self._keys[key]
+            s = self._keys.pop(key, None) if result.status.over else self._keys.get(key)
+            if s is not None:  # (None: a stream the hub already gave up, after a failed iteration)
+                self._take(s, result)
         done = self.engine.delivered - before
         now = time.monotonic()
         for _ in range(done):
