@@ -176,13 +176,20 @@ class LogMelExtractor:
                   if not last and (f.lead is None or f.lead.done)
                   and isinstance(x, np.ndarray) and x.ndim == 1 and x.dtype in framing.STEADY_DTYPES]
         windows, sizes = [], []
+        out: list[torch.Tensor | Exception] = [None] * len(fronts)  # type: ignore[list-item]
         samples = framing.floats([inputs[i] for i in steady]) if steady else None
         if samples is None:  # (none steady, or a NaN or an infinity: stream by stream, so that its stream alone fails)
             steady = []
         else:
             for j, i in enumerate(steady):
                 if fronts[i].converter.resampling:
-                    samples[j] = fronts[i].converter.resample(samples[j])
+                    try:
+                        samples[j] = fronts[i].converter.resample(samples[j])
+                    except Exception as e:  # (its own failure: the others go on)
+                        out[i] = e
+            if any(out):
+                samples = [x for i, x in zip(steady, samples) if out[i] is None]
+                steady = [i for i in steady if out[i] is None]
             cfg = self.config
             framed = framing.frame_many([fronts[i].features._buffer for i in steady], samples, cfg.win_length,
                                         cfg.hop_length)
@@ -190,8 +197,7 @@ class LogMelExtractor:
             for i, carried in zip(steady, framed[2]):
                 fronts[i].features._buffer = carried
         chosen = set(steady)
-        others = [i for i in range(len(fronts)) if i not in chosen]
-        out: list[torch.Tensor | Exception] = [None] * len(fronts)  # type: ignore[list-item]
+        others = [i for i in range(len(fronts)) if i not in chosen and out[i] is None]
         for i, cut in zip(others, cut_each([fronts[i] for i in others], [inputs[i] for i in others],
                                            [lasts[i] for i in others])):
             out[i] = cut
