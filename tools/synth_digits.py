@@ -1,10 +1,13 @@
 """Synthetic connected-digit utterances from espeak-ng, flite and festival voices.
 
 FSDD has five male speakers; TTS adds many more voices (female, accents, rates, pitches) and the
-"oh" reading of 0 that FSDD never says. Utterance i depends only on (seed, i), files that exist are
+"oh" reading of 0 that FSDD never says. `--accents` makes a corpus of its own: English digit words as speakers of
+Indian languages say them (issue 26: the dev phone numbers' Hindi and Marathi readers lose the most digits, and no
+such voice is in training), each word spelt in the language's script and read by its espeak-ng voice. Utterance i depends only on (seed, i), files that exist are
 kept, so an interrupted run resumes and a larger --n extends a smaller one.
 
     python -m tools.synth_digits --n 3000 --seed 0 --out data/synth --jobs 2
+    python -m tools.synth_digits --accents --n 3000 --seed 0 --out data/synth_accents --jobs 2
 """
 
 from __future__ import annotations
@@ -12,6 +15,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import re
 import subprocess
 import sys
 import tempfile
@@ -44,6 +48,23 @@ ESPEAK_VARIANTS = [
 ]  # fmt: skip
 FLITE_VOICES = {"kal": 105.0, "kal16": 105.0, "awb": 110.0, "rms": 100.0, "slt": 175.0}  # f0 means
 FESTIVAL_VOICES = ["kal_diphone", "ked_diphone", "cmu_us_slt_arctic_hts"]
+# English digit words as loanwords in each script: the speaker's phonology comes with them. In Devanagari, "two" and
+# "eight" take a retroflex t, "three" a dental aspirated t, "one" a v (espeak-ng -x: hi "v'Vn t.'u: t#r'i"); the
+# Dravidian spellings give "tr" and a "y" glide in "eight". An English word in Latin letters would switch espeak back
+# to its English voice, so every word is spelt. Checked one by one with `espeak-ng -v L -x`; Urdu is left out (its
+# "five" came out as three vowels).
+ACCENT_SPELLINGS = {
+    "hi": "ज़ीरो वन टू थ्री फ़ोर फ़ाइव सिक्स सेवन एट नाइन ओ",
+    "mr": "झीरो वन टू थ्री फोर फाइव्ह सिक्स सेव्हन एट नाइन ओ",
+    "ne": "जिरो वान टु थ्री फोर फाइभ सिक्स सेभेन एट नाइन ओ",
+    "gu": "ઝીરો વન ટૂ થ્રી ફોર ફાઇવ સિક્સ સેવન એઇટ નાઇન ઓ",
+    "bn": "জিরো ওয়ান টু থ্রি ফোর ফাইভ সিক্স সেভেন এইট নাইন ও",
+    "pa": "ਜ਼ੀਰੋ ਵਨ ਟੂ ਥ੍ਰੀ ਫ਼ੋਰ ਫ਼ਾਈਵ ਸਿਕਸ ਸੈਵਨ ਏਟ ਨਾਈਨ ਓ",
+    "ta": "ஜீரோ ஒன் டூ த்ரீ ஃபோர் ஃபைவ் சிக்ஸ் செவன் எய்ட் நைன் ஓ",
+    "te": "జీరో వన్ టూ త్రీ ఫోర్ ఫైవ్ సిక్స్ సెవెన్ ఎయిట్ నైన్ ఓ",
+    "kn": "ಝೀರೋ ವನ್ ಟೂ ತ್ರೀ ಫೋರ್ ಫೈವ್ ಸಿಕ್ಸ್ ಸೆವೆನ್ ಎಯ್ಟ್ ನೈನ್ ಓ",
+}
+_ACCENT_WORDS = {lang: dict(zip([*DIGIT_WORDS, "oh"], spelt.split())) for lang, spelt in ACCENT_SPELLINGS.items()}
 # espeak and flite take ~20 ms an utterance, festival ~0.4 s, so festival gets a smaller share.
 ENGINE_SHARES = {"espeak-ng": 0.6, "flite": 0.25, "festival": 0.15}
 
@@ -60,6 +81,7 @@ class SynthOptions:
     edge_silence_s: tuple[float, float] = (0.05, 0.5)
     peak: tuple[float, float] = (0.25, 0.95)
     noise_dbfs: tuple[float, float] | None = (-70.0, -50.0)  # TTS silence is digitally zero
+    accents: bool = False  # every utterance an Indian language's espeak-ng voice reading the words in its script
 
 
 @dataclass(frozen=True)
@@ -125,7 +147,12 @@ def make_job(index: int, seed: int, opt: SynthOptions) -> Job:
     rng = np.random.default_rng([seed, index])
     engines = list(ENGINE_SHARES)
     engine = engines[int(rng.choice(len(engines), p=list(ENGINE_SHARES.values())))]
-    if engine == "espeak-ng":
+    if opt.accents:
+        engine, langs = "espeak-ng", list(ACCENT_SPELLINGS)
+        variant = ESPEAK_VARIANTS[int(rng.integers(len(ESPEAK_VARIANTS)))]
+        lang = langs[int(rng.integers(len(langs)))]
+        voice = f"{lang}+{variant}" if variant else lang
+    elif engine == "espeak-ng":
         lang = ESPEAK_LANGS[int(rng.integers(len(ESPEAK_LANGS)))]
         variant = ESPEAK_VARIANTS[int(rng.integers(len(ESPEAK_VARIANTS)))]
         voice = f"{lang}+{variant}" if variant else lang
@@ -134,6 +161,9 @@ def make_job(index: int, seed: int, opt: SynthOptions) -> Job:
     else:
         voice = FESTIVAL_VOICES[int(rng.integers(len(FESTIVAL_VOICES)))]
     spoken, text = digit_text(rng, opt)
+    if opt.accents:
+        words = _ACCENT_WORDS[voice.split("+")[0]]
+        spoken = re.sub(r"[a-z]+", lambda m: words[m.group()], spoken)
     base_f0 = FLITE_VOICES.get(voice, 105.0)
     return Job(
         index=index,
@@ -273,8 +303,9 @@ def main(argv: Sequence[str] | None = None) -> None:
     parser.add_argument("--out", default="data/synth")
     parser.add_argument("--jobs", type=int, default=2)
     parser.add_argument("--no-noise", action="store_true", help="no added noise floor")
+    parser.add_argument("--accents", action="store_true", help="Indian languages' voices reading the digit words")
     args = parser.parse_args(argv)
-    opt = SynthOptions(noise_dbfs=None) if args.no_noise else SynthOptions()
+    opt = SynthOptions(noise_dbfs=None if args.no_noise else SynthOptions.noise_dbfs, accents=args.accents)
     start = time.perf_counter()
     manifest = generate(Path(args.out), args.n, args.seed, args.jobs, opt)
     print(f"generated in {time.perf_counter() - start:.1f} s with {args.jobs} jobs")
