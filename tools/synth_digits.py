@@ -3,8 +3,9 @@
 FSDD has five male speakers; TTS adds many more voices (female, accents, rates, pitches) and the
 "oh" reading of 0 that FSDD never says. `--accents` makes a corpus of its own: English digit words as speakers of
 Indian languages say them (issue 26: the dev phone numbers' Hindi and Marathi readers lose the most digits, and no
-such voice is in training), each word spelt in the language's script and read by its espeak-ng voice. Utterance i depends only on (seed, i), files that exist are
-kept, so an interrupted run resumes and a larger --n extends a smaller one.
+such voice is in training), each word spelt in the language's script and read by its espeak-ng voice.
+Utterance i depends only on (seed, i), files that exist are kept, so an interrupted run resumes and a larger --n
+extends a smaller one.
 
     python -m tools.synth_digits --n 3000 --seed 0 --out data/synth --jobs 2
     python -m tools.synth_digits --accents --n 3000 --seed 0 --out data/synth_accents --jobs 2
