@@ -99,7 +99,7 @@ class Packed:
     def pack(cls, tensors: dict, dim: int) -> Packed:
         keys = list(tensors)
         data = torch.cat([tensors[k] for k in keys]).numpy() if keys else np.zeros((0, dim), np.float32)
-        return cls(keys, [len(tensors[k]) for k in keys], data)
+        return cls(keys, [tensors[k].shape[0] for k in keys], data)  # (len() of a tensor: four calls)
 
     def unpack(self) -> dict:
         if not self.keys:
