@@ -41,6 +41,8 @@ def frame_many(carried: list[np.ndarray], samples: list[np.ndarray], win: int,
                hop: int) -> tuple[torch.Tensor, list[int], list[np.ndarray]]:
     """Streams' carried samples and new samples (float32, at the model's rate) -> (every stream's new complete
     windows [frames, win], stream after stream; how many each has; each stream's samples to carry on)."""
+    if not samples:  # (every steady stream's resampling failed)
+        return torch.zeros(0, win), [], []
     lengths = np.array([c.shape[0] for c in carried]) + np.array([c.shape[0] for c in samples])
     joined = np.concatenate([a for pair in zip(carried, samples) for a in pair])
     counts = np.where(lengths >= win, (lengths - win) // hop + 1, 0)

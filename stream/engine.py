@@ -101,10 +101,7 @@ class Engine:
             self.ingest.wait(timeout)
             self.delivered += self.ingest.collect(timeout=0.0)
         out = {}
-        for key in self.ingest.news():
-            if key not in self._polled:  # (a SharedSession's: it takes its own)
-                continue
-            events, status = self.ingest.take(key)
+        for key, (events, status) in self.ingest.take_news(self._polled).items():  # (not a SharedSession's: its own)
             if events or status.over:
                 out[key] = StreamResult(events, status)
             if status.over:

@@ -221,6 +221,49 @@ def test_without_a_restartable_pipeline_nothing_is_kept(recognizer):
     assert not ingest._streams[key].journal.sent
 
 
+def test_a_stream_failed_while_its_next_tick_was_lost_is_reported_over(recognizer):
+    """Its error came in one tick while the next tick, lost with its worker, still carried its input: the lost tick
+    is void, so the stream is over (with its own error) and news, not waiting for it forever."""
+    from stream.errors import Kind
+
+    ingest = Ingest(LosingPipeline(recognizer, {2}), window=4)
+    key, good = ingest.open(16000), ingest.open(16000)
+    audio = _speaker("lucas", 0, 16000)
+    bad = audio[:3200].copy()
+    bad[100] = np.nan
+    for k, chunk in ((key, bad), (good, audio[:3200])):
+        ingest.push(k, chunk)
+    ingest.submit(block=False)
+    ingest.push(key, audio[3200:6400])
+    ingest.push(good, audio[3200:6400])
+    ingest.submit(block=False)  # (tick 2 is sent before tick 1's error is back: then its worker is lost)
+    ingest.collect(timeout=None)
+    ingest.collect(timeout=None)
+    assert ingest.stats.recoveries == 1
+    news = ingest.take_news({key, good})
+    assert key in news and news[key][1].over and news[key][1].error.kind is Kind.INPUT
+    ingest.finish(good)
+    ingest.drain()
+    assert ingest.status(good).over and ingest.status(good).error is None
+
+
+def test_a_closed_ingest_has_every_stream_over_with_ticks_in_flight(recognizer):
+    """Closing voids the ticks still out (a restartable pipeline's close fails them as lost): every stream is over
+    at once with CLOSED, and no pipeline is restarted for the ticks of a closed ingest."""
+    from stream.errors import Kind
+
+    pipeline = SlowPipeline(recognizer, 0.3)
+    ingest = Ingest(pipeline, window=4)
+    key = ingest.open(16000)
+    ingest.push(key, _speaker("lucas", 0, 16000)[:3200])
+    ingest.submit(block=False)
+    assert ingest.inflight == 1
+    ingest.close()
+    status = ingest.status(key)
+    assert status.over and status.error.kind is Kind.CLOSED and ingest.inflight == 0
+    assert ingest.collect(timeout=0.5) == 0 and pipeline.restarts == 0
+
+
 # ---------------------------------------------------------------------------------------------- overload
 
 

@@ -82,6 +82,28 @@ def test_streams_framed_together_get_the_frames_each_gets_alone(recognizer, size
             torch.testing.assert_close(torch.cat(together[k]), alone, atol=1e-4, rtol=1e-5, msg=k)
 
 
+def test_a_tick_whose_only_steady_stream_fails_to_resample_goes_on(recognizer):
+    """Resampling is a steady stream's own step (its soxr state): when it raises, that stream alone fails, even when
+    it was the tick's only steady stream and another stream sends its last chunk beside it."""
+    from stream.messages import Chunk
+    from stream.stages import FeatureStage
+
+    arctic, rate = _arctic()
+    fsdd, fsdd_rate = sf.read(FSDD / "7_jackson_12.wav", dtype="float32")
+    stage = FeatureStage(recognizer.extractor)
+    opened = stage.process({"8k": Chunk(fsdd[:4000], rate=fsdd_rate), "ends": Chunk(arctic[:8000], rate=rate)})
+    assert not opened.errors and stage.fronts["8k"].converter.resampling
+
+    def broken(samples):
+        raise RuntimeError("soxr: resampler state lost")
+
+    stage.fronts["8k"].converter.resample = broken
+    frames = stage.process({"8k": Chunk(fsdd[4000:8000]), "ends": Chunk(arctic[8000:], last=True)})
+    assert set(frames.errors) == {"8k"} and "soxr" in str(frames.errors["8k"])
+    whole = torch.cat([opened.features["ends"], frames.features["ends"]])
+    torch.testing.assert_close(whole, _frontend_frames(recognizer, arctic, rate, [8000]), atol=1e-4, rtol=1e-5)
+
+
 def _run(recognizer, audio, rate, sizes):
     """A session's events, and every log-probability its model call gave it."""
     session = recognizer.session(rate)

@@ -151,17 +151,19 @@ class Ingest:
                 del self._streams[key]
             return events, status
 
-    def news(self) -> set[Key]:
-        """The streams given events or ended since the last call: what a poll reads instead of every stream."""
+    def take_news(self, wanted: set) -> dict[Key, tuple[list[Event], StreamStatus]]:
+        """`take` of each stream in `wanted` given events or ended since the last call, under one lock (a poll)."""
         with self._lock:
             keys, self._streams.news = self._streams.news, set()
-            return keys
+            return {key: self.take(key) for key in keys if key in wanted and key in self._streams}
 
     def close(self) -> None:
-        """Refuse new streams; streams not over end with an error (the pipeline is the caller's to close)."""
+        """Refuse new streams, end those not over with an error, void the ticks in flight: every stream is over."""
         with self._lock:
             self._closed = True
             self._streams.end(StreamError(Kind.CLOSED, "ingest closed"))
+            self._ticks.clear()
+            self._streams.void()
 
     # -- ticks
 
@@ -297,7 +299,7 @@ class Ingest:
 
     def _recover(self, error: BaseException) -> bool:
         """A fresh pipeline, and every stream not DONE set to reopen at its snapshot with its input since."""
-        if not self._journal.may_recover():
+        if self._closed or not self._journal.may_recover():
             return False
         t0 = time.monotonic()
         if not self.pipeline.restart(error):

@@ -99,6 +99,15 @@ class Streams(dict[Key, Stream]):
                 s.buffer.rewind(self.journal.rewind(s.journal, s.rate))
                 s.phase, s.inflight = Phase.WAITING_SLOT, 0
                 self.stats.replayed_seconds += s.buffer.replay / s.rate
+        self.void()
+
+    def void(self) -> None:
+        """The ticks in flight are void (their pipeline is gone, or the ingest closed): no stream waits for them. A
+        DONE stream that did (its error came in one tick while the next carried its chunk) is over now: news."""
+        for key, s in self.items():
+            if s.inflight:
+                s.inflight = 0
+                self.news.add(key)
 
     def end(self, error: StreamError, override: bool = False) -> None:
         """Every stream not DONE is ended by `error` (the first reason a stream had stays, unless `override`)."""
