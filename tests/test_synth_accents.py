@@ -24,8 +24,8 @@ def test_an_accented_job_speaks_its_label_in_the_voices_script():
     assert langs == set(ACCENT_SPELLINGS)
 
 
-def test_the_plain_corpus_is_unchanged_by_the_accents():
-    """Utterance i of the plain corpus is drawn as before (existing data/synth files are kept by index)."""
+def test_the_plain_corpus_keeps_its_engines_and_english_words():
+    """Accents are a corpus of their own: the plain one still draws all three engines, reading English words."""
     jobs = [make_job(i, 0, SynthOptions()) for i in range(50)]
     assert {j.engine for j in jobs} == {"espeak-ng", "flite", "festival"}
     assert all(re.fullmatch(r"[a-z ,]+", j.spoken) for j in jobs)
