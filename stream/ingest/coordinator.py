@@ -299,7 +299,7 @@ class Ingest:
 
     def _recover(self, error: BaseException) -> bool:
         """A fresh pipeline, and every stream not DONE set to reopen at its snapshot with its input since."""
-        if self._closed or not self._journal.may_recover():
+        if not self._journal.may_recover():
             return False
         t0 = time.monotonic()
         if not self.pipeline.restart(error):
