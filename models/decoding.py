@@ -60,6 +60,13 @@ class _Emission:
     prob: float  # peak posterior over the steps of the token
 
 
+def _rows(log_probs: torch.Tensor | np.ndarray) -> np.ndarray:
+    """A chunk's log-probabilities [steps, n_tokens] as a float32 array, without a copy where it is one already (a
+    tick's rows arrive as array views; a tensor on the CPU shares its memory)."""
+    rows = log_probs.numpy(force=True) if isinstance(log_probs, torch.Tensor) else log_probs
+    return rows if rows.dtype == np.float32 else rows.astype(np.float32)
+
+
 def _words(emissions: list[_Emission], tokenizer: Tokenizer, step_seconds: float,
            vocabulary: frozenset[str] | set[str] | None = None) -> Hypothesis:
     """Group token emissions into words with times and a confidence (geometric mean of token peaks); with a
@@ -104,9 +111,10 @@ class GreedyDecoder:
         """What this decoder reads of `log_probs` (a charset's restriction reads less)."""
         return log_probs
 
-    def accept(self, log_probs: torch.Tensor, first_step: int) -> None:
-        best, ids = log_probs.max(-1)
-        for i, (k, lp) in enumerate(zip(ids.tolist(), best.tolist())):
+    def accept(self, log_probs: torch.Tensor | np.ndarray, first_step: int) -> None:
+        rows = _rows(log_probs)
+        ids = rows.argmax(-1)
+        for i, (k, lp) in enumerate(zip(ids.tolist(), rows[np.arange(len(ids)), ids].tolist())):
             if k != self.tokenizer.blank:  # (most steps are blank: exp only where a token is)
                 if k == self._prev and self._emissions:
                     last = self._emissions[-1]
@@ -118,7 +126,7 @@ class GreedyDecoder:
 
     accept_view = accept  # (its view is the log-probabilities themselves)
 
-    def accept_blank(self, log_probs: torch.Tensor, first_step: int) -> None:
+    def accept_blank(self, log_probs: torch.Tensor | np.ndarray, first_step: int) -> None:
         """`accept_view` for steps the caller knows are all blank (it read their argmax for the whole tick)."""
         if log_probs.shape[0]:
             self._prev = self.tokenizer.blank
@@ -152,7 +160,7 @@ class BeamDecoder:
         self._parts = parts  # (the decoder reads its LM and trie: they live as long as it does)
         # flashlight's lexicon-free search has no bonus per token, and an LM weight high enough to mend letters
         # also drops them: the bonus is added to the log-probabilities it reads (a CTC token mostly holds one step)
-        self._bonus = torch.full((len(tokenizer.tokens),), float(options.token_score)) if options.token_score else None
+        self._bonus = np.full(len(tokenizer.tokens), options.token_score, np.float32) if options.token_score else None
         if self._bonus is not None:  # (characters only: a bonus for word boundaries split words, "Foot hill")
             self._bonus[[tokenizer.blank, tokenizer.boundary]] = 0.0
         # A lexicon's words end at a word boundary, and the model writes none after a line's last word: one step of
@@ -162,12 +170,15 @@ class BeamDecoder:
         if parts.trie is not None:
             self._end = torch.full((len(tokenizer.tokens),), -1e4)
             self._end[tokenizer.boundary] = 0.0
-        self._log_probs = np.zeros((0, len(tokenizer.tokens)), dtype=np.float32)  # of the utterance, grown x2
+        self._width = len(tokenizer.tokens)
+        self._log_probs = np.zeros((0, self._width), dtype=np.float32)  # of the utterance, grown x2
+        self._address = self._log_probs.ctypes.data  # where its first row is (flashlight reads it by address)
         self._steps = 0  # their length
         self._first_step = 0
         self._started = False
         self._closed: tuple[int, list[int], tuple[Word, ...]] | None = None  # (step, path before it, words it closed)
         self._writing: tuple[tuple, list[Word]] = ((), [])  # the emissions after the last boundary, and their words
+        self._read: tuple[list[int], Hypothesis] | None = None  # the last partial's path, and what it read
         # flashlight ends a hypothesis mid-word when no beam entry reached a word boundary: with a lexicon, only
         # its complete words are reported (unless unknown words may be read: then every string is one)
         self._vocabulary = parts.vocabulary if options.unk_score == -math.inf else None
@@ -176,22 +187,28 @@ class BeamDecoder:
     def view(self, log_probs: torch.Tensor) -> torch.Tensor:
         return log_probs
 
-    def accept(self, log_probs: torch.Tensor, first_step: int) -> None:
+    def accept(self, log_probs: torch.Tensor | np.ndarray, first_step: int) -> None:
         if not self._started:
             self._decoder.decode_begin()
             self._first_step, self._started, self._closed, self._writing = first_step, True, None, ((), [])
+            self._read = None
         steps = log_probs.shape[0]  # (len() of a tensor is four Python calls; a shape, none)
         if steps:
-            log_probs = log_probs.to(torch.float32).contiguous()
-            end = self._steps + steps
+            start, end = self._steps, self._steps + steps
             if end > len(self._log_probs):  # (a partial used to join the utterance's chunks anew: 50 us a call)
                 grown = np.zeros((max(2 * len(self._log_probs), end, 64), log_probs.shape[1]), dtype=np.float32)
-                grown[: self._steps] = self._log_probs[: self._steps]
-                self._log_probs = grown
-            self._log_probs[self._steps : end] = log_probs.numpy()
+                grown[:start] = self._log_probs[:start]
+                self._log_probs, self._address = grown, grown.ctypes.data
+            self._log_probs[start:end] = _rows(log_probs)
             self._steps = end
-            fed = log_probs if self._bonus is None else log_probs + self._bonus
-            self._decoder.decode_step(fed.data_ptr(), steps, fed.shape[1])
+            # flashlight reads the steps where they were just copied to: the utterance's array is C-ordered float32,
+            # so its rows from `start` on are one block (a torch tensor's .to/.contiguous/.data_ptr per chunk cost
+            # ~9 us a stream a tick; BENCHMARKS.md)
+            if self._bonus is None:
+                self._decoder.decode_step(self._address + start * self._log_probs.strides[0], steps, self._width)
+            else:
+                fed = self._log_probs[start:end] + self._bonus
+                self._decoder.decode_step(fed.ctypes.data, steps, self._width)
             self.revision += 1
 
     accept_view = accept_blank = accept  # (its view is the log-probabilities themselves; blank steps are searched too)
@@ -221,6 +238,12 @@ class BeamDecoder:
         # partials: one C-speed list comparison), so a partial reads only the path since that boundary (82 -> ~30 us
         # a partial at 200 streams, BENCHMARKS.md).
         path = result.tokens[1 : 1 + self._steps]
+        if self._read is not None:  # a path that only grew by blanks reads as before (a pause: most partials then)
+            before, hypothesis = self._read
+            n = len(before)
+            if len(path) >= n and path[n:].count(self.tokenizer.blank) == len(path) - n and path[:n] == before:
+                self._read = (path, hypothesis)
+                return hypothesis
         start, words = 0, []
         if self._closed is not None and path[: self._closed[0]] == self._closed[1]:
             start, words = self._closed[0], list(self._closed[2])
@@ -238,7 +261,9 @@ class BeamDecoder:
         if key != self._writing[0]:
             self._writing = (key, _words(emissions, self.tokenizer, self.step_seconds, self._vocabulary).words)
         words += self._writing[1]
-        return Hypothesis(" ".join([w.word for w in words]), words)  # (a generator: a call a word)
+        hypothesis = Hypothesis(" ".join([w.word for w in words]), words)  # (a list, not a generator: a call a word)
+        self._read = (path, hypothesis)
+        return hypothesis
 
     def _emissions(self, path: list[int], start: int) -> list[_Emission]:
         """The path's emissions from step `start` on (a step after a boundary, or the utterance's first)."""

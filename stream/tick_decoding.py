@@ -40,7 +40,9 @@ def accept_many(
     tokens = np.concatenate([[0], np.cumsum(best != tokenizer.blank)])
     starts = np.cumsum(lengths) - lengths
     written = (tokens[starts + lengths] - tokens[starts]).tolist()
-    heard = log_probs.clone()  # once for the tick: each stream keeps a view of its steps (a snapshot replays them)
+    # Streams read array views of the tick: a tensor's slice, .to and .numpy cost ~10 us a stream a tick.
+    heard = log_probs.numpy().copy()  # once for the tick: each stream keeps a view of its steps (a snapshot replays them)
+    rows = heard if viewed is log_probs else viewed.numpy()
     out: list[list[Event] | Exception] = []
     for i, (back, (start, n)) in enumerate(zip(backs, spans)):
         try:
@@ -48,7 +50,7 @@ def accept_many(
                 out.append(back.accept(log_probs[start : start + n]))
             else:
                 end = start + n
-                out.append(back.advance(viewed[start:end], heard[start:end], silence[i], speech[i], not written[i]))
+                out.append(back.advance(rows[start:end], heard[start:end], silence[i], speech[i], not written[i]))
         except Exception as e:  # one stream's failure must not fail the others
             out.append(e)
     return out

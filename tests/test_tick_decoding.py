@@ -79,23 +79,26 @@ def test_a_decoder_shard_reads_its_own_rows(recognizer, speech):
 
 
 def test_beam_partials_keep_closed_words_only_while_the_best_path_keeps_them(recognizer, speech):
-    """The beam decoder's partial reuses the words a boundary closed while the best path still begins the same way:
-    after every chunk it equals the partial read from the whole path anew (and the finals too)."""
+    """The beam decoder's partial reuses the words a boundary closed while the best path still begins the same way,
+    and the whole reading while the path only grew by blanks: after every chunk it equals the partial read from the
+    whole path anew (and the finals too)."""
     from models.decoding import BeamDecoder
 
     rng = np.random.default_rng(3)
-    reused = 0
+    reused, unchanged = 0, 0
     for lp in speech:
         decoder, done = BeamDecoder(recognizer.tokenizer, recognizer.step_seconds, recognizer.options), 0
         for cut in [*np.sort(rng.choice(np.arange(1, len(lp)), size=len(lp) // 3, replace=False)), len(lp)]:
+            read = decoder._read
             decoder.accept(lp[done:cut].clone(), done)
             done = cut
             partial = decoder.partial()
             reused += decoder._closed is not None and decoder._closed[0] < cut - 1
-            decoder._closed = None
+            unchanged += read is not None and decoder._read[1] is read[1]
+            decoder._closed, decoder._read, decoder._writing = None, None, ((), [])
             assert partial == decoder.partial()
         assert decoder.finish().text
-    assert reused > 10  # (the path kept its closed words in most partials)
+    assert reused > 10 and unchanged > 10  # (the path kept its closed words in most partials, and often all)
 
 
 def test_a_best_path_that_changed_before_its_closed_words_is_read_anew(recognizer, speech):
@@ -113,7 +116,7 @@ def test_a_best_path_that_changed_before_its_closed_words_is_read_anew(recognize
     first = next(i for i, k in enumerate(path[1:], 1) if k not in (recognizer.tokenizer.blank, -1))
     path[first : first + 3] = [recognizer.tokenizer.blank] * 3  # the first word's first letter is gone
     changed = decoder._hypothesis(SimpleNamespace(tokens=path))
-    decoder._closed = None
+    decoder._closed, decoder._read = None, None
     assert changed == decoder._hypothesis(SimpleNamespace(tokens=path)) and changed != before
 
 
