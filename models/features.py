@@ -19,7 +19,7 @@ import torchaudio
 
 from . import framing, leadin
 from .audio import AUDIO_SUFFIXES, AudioConverter, audio_info, read_blocks
-from .frontend import cut_each, whole_steps
+from .frontend import cut_each, whole_steps, whole_steps_many
 from .tokens import CHARACTERS
 
 # Quiet noise after the end of every stream (-70 dBFS, the quietest noise floor in training): a unidirectional
@@ -206,8 +206,10 @@ class LogMelExtractor:
         sizes += [out[i].shape[0] for i in ok]
         if windows:
             frames = self.logmel.from_windows(windows[0] if len(windows) == 1 else torch.cat(windows))
-            for i, f in zip(steady + ok, frames.split(sizes)):
-                out[i] = fronts[i].steps(f)
+            chosen = steady + ok
+            ready, kept = whole_steps_many([fronts[i]._pending for i in chosen], frames, sizes, self.stack)
+            for i, steps, carried in zip(chosen, ready, kept):
+                out[i], fronts[i]._pending = steps, carried
         return out
 
     def info(self, path: str | Path) -> tuple[int, int | None, float]:

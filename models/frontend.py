@@ -104,6 +104,28 @@ def whole_steps(pending: torch.Tensor, frames: torch.Tensor, stack: int) -> tupl
     return pending if ready == n else pending[:ready], pending[ready:]
 
 
+def whole_steps_many(pendings: list[torch.Tensor], frames: torch.Tensor, sizes: list[int],
+                     stack: int) -> tuple[list[torch.Tensor], list[torch.Tensor]]:
+    """`whole_steps` for many streams at once: each one's carried frames `pendings[i]` and its `sizes[i]` new frames
+    (the rows of `frames`, stream after stream) -> (each one's ready steps, each one's frames carried on). The same
+    rows as stream by stream, gathered in two index calls: a stream's own cat and slices cost ~12 us a tick."""
+    n = len(pendings)
+    carried = np.fromiter((p.shape[0] for p in pendings), np.int64, n)
+    new = np.asarray(sizes, np.int64)
+    total = carried + new
+    ready = total // stack * stack
+    held = [p for p, c in zip(pendings, carried) if c]
+    source = torch.cat([*held, frames]) if held else frames  # the carried frames first, then the new ones
+    stream = np.repeat(np.arange(n), total)
+    j = np.arange(int(total.sum())) - np.repeat(np.cumsum(total) - total, total)  # a row's place in its stream
+    first_new = int(carried.sum()) + np.cumsum(new) - new - carried  # (+ j: where a new row of the stream is)
+    rows = np.where(j < carried[stream], (np.cumsum(carried) - carried)[stream] + j, first_new[stream] + j)
+    ready_row = j < ready[stream]
+    out = source[torch.from_numpy(rows[ready_row]).to(frames.device)].split(ready.tolist())
+    kept = source[torch.from_numpy(rows[~ready_row]).to(frames.device)].split((total - ready).tolist())
+    return list(out), list(kept)
+
+
 @torch.no_grad()
 def extract(extractor: Extractor, fronts: list[FrontEnd], cuts: list[torch.Tensor]) -> list[torch.Tensor]:
     """The shared transform over many streams' cuts, then each stream's whole steps."""

@@ -82,6 +82,25 @@ def test_streams_framed_together_get_the_frames_each_gets_alone(recognizer, size
             torch.testing.assert_close(torch.cat(together[k]), alone, atol=1e-4, rtol=1e-5, msg=k)
 
 
+def test_whole_steps_of_many_streams_are_each_streams_own(recognizer, digits_audio):
+    """A tick's streams cut into whole model steps together give each stream the rows it gets alone: its carried
+    frames and its new ones, every stack and carry (real log-mel frames of the digits model)."""
+    from models.frontend import whole_steps, whole_steps_many
+
+    rows = recognizer.extractor.open(16000).cut(digits_audio[0][:16000])
+    frames = recognizer.extractor.transform([rows])[0]
+    rng = np.random.default_rng(0)
+    for _ in range(200):
+        n, stack = int(rng.integers(1, 8)), int(rng.integers(1, 5))
+        pendings = [frames[: int(rng.integers(0, stack))] for _ in range(n)]
+        sizes = [int(rng.integers(0, 9)) for _ in range(n)]
+        new = frames[int(rng.integers(0, 10)) :][: sum(sizes)]
+        ready, kept = whole_steps_many(pendings, new, sizes, stack)
+        for i, (pending, own) in enumerate(zip(pendings, new.split(sizes))):
+            alone = whole_steps(pending, own, stack)
+            assert torch.equal(ready[i], alone[0]) and torch.equal(kept[i], alone[1])
+
+
 def test_a_tick_whose_only_steady_stream_fails_to_resample_goes_on(recognizer):
     """Resampling is a steady stream's own step (its soxr state): when it raises, that stream alone fails, even when
     it was the tick's only steady stream and another stream sends its last chunk beside it."""
