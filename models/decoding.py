@@ -194,6 +194,8 @@ class BeamDecoder:
             self._read = None
         steps = log_probs.shape[0]  # (len() of a tensor is four Python calls; a shape, none)
         if steps:
+            if log_probs.shape[1] != self._width:  # (flashlight reads rows of this width at an address)
+                raise ValueError(f"log-probabilities of {log_probs.shape[1]} tokens for a {self._width}-token decoder")
             start, end = self._steps, self._steps + steps
             if end > len(self._log_probs):  # (a partial used to join the utterance's chunks anew: 50 us a call)
                 grown = np.zeros((max(2 * len(self._log_probs), end, 64), log_probs.shape[1]), dtype=np.float32)

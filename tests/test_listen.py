@@ -233,7 +233,7 @@ def placed_at(audio: np.ndarray, offset: float) -> np.ndarray:
     return np.concatenate([np.zeros(max(whole, 0), np.float32), audio[max(-whole, 0) :]])
 
 
-@pytest.mark.parametrize("offset", [-9, 0, 3210])
+@pytest.mark.parametrize("offset", [-9, 0, 3210, 3210.4, -9.3])
 def test_where_heard_finds_the_offset_either_side_of_zero(tmp_path, digits_wav, offset):
     """The measurement the capture test rests on, on a known placement (the recording at 44.1 kHz stereo)."""
     audio, _ = sf.read(str(digits_wav), dtype="float32")
