@@ -198,7 +198,7 @@ class BeamDecoder:
                 raise ValueError(f"log-probabilities of {log_probs.shape[1]} tokens for a {self._width}-token decoder")
             start, end = self._steps, self._steps + steps
             if end > len(self._log_probs):  # (a partial used to join the utterance's chunks anew: 50 us a call)
-                grown = np.zeros((max(2 * len(self._log_probs), end, 64), log_probs.shape[1]), dtype=np.float32)
+                grown = np.zeros((max(2 * len(self._log_probs), end, 64), self._width), dtype=np.float32)
                 grown[:start] = self._log_probs[:start]
                 self._log_probs, self._address = grown, grown.ctypes.data
             self._log_probs[start:end] = _rows(log_probs)
