@@ -28,7 +28,7 @@ import numpy as np
 import torch
 
 from .errors import InputError
-from .frontend import whole_steps
+from .frontend import cut_each, whole_steps, whole_steps_many
 from .ink import INK_SUFFIXES, read_ink
 from .tokens import PEN_CHARACTERS
 
@@ -42,6 +42,10 @@ _DOWN = [1.0] + [0.0] * (len(FEATURES) - 1)  # a pen-down frame before any size 
 # differences of coordinates up to 1e9 never overflow. Milliseconds since 1970 (1.7e12) sent as seconds are refused.
 MAX_TIME = 1e11
 MAX_COORDINATE = 1e9
+# Fewer steady streams than this are cut one by one: walking them together costs ~100 numpy calls a point index
+# whatever their number (a 160 ms tick, one thread: 32 streams 3.3 ms cut one by one against 6.5 walked, 64: 8.0
+# against 10.2, 100: 14.5 against 10.7, 200: 31 against 11.5; BENCHMARKS.md).
+WALK_TOGETHER_FROM = 80
 
 
 @dataclass(frozen=True)
@@ -61,6 +65,28 @@ class PenConfig:
 
     def to_dict(self) -> dict:
         return asdict(self)
+
+
+def checked(data: np.ndarray) -> np.ndarray:
+    """Points as float64 [n, 4]; InputError for another shape, NaN or infinite coordinates, or values out of bounds."""
+    points = np.asarray(data, dtype=np.float64)
+    if points.size == 0:
+        points = points.reshape(0, 4)
+    if points.ndim != 2 or points.shape[1] != 4:
+        raise InputError(f"pen input is points [n, 4] (x, y, t, pen), not an array of shape {list(points.shape)}")
+    if not np.isfinite(points[:, [0, 1, 3]]).all() or np.isinf(points[:, 2]).any():
+        raise InputError("pen points with NaN or infinite coordinates")
+    times = points[:, 2]
+    if (np.abs(points[:, :2]) > MAX_COORDINATE).any() or (np.abs(times[~np.isnan(times)]) > MAX_TIME).any():
+        raise InputError(f"pen points beyond +-{MAX_COORDINATE:g} in x or y, or +-{MAX_TIME:g} s in t")
+    return points
+
+
+def clipped(rows: np.ndarray, clip: float) -> torch.Tensor:
+    """Frames' values held to +-clip (a jump across the page is still "far"), in float32: the same as in float64,
+    since rounding is monotonic and the clip is a float32 number (numpy builds and clips 8 rows in 6 us, torch.tensor
+    and clamp_ in 12)."""
+    return torch.from_numpy(np.clip(rows.astype(np.float32, copy=False), -clip, clip))
 
 
 class PenExtractor:
@@ -94,6 +120,43 @@ class PenExtractor:
     def transform(self, cuts: list[torch.Tensor]) -> list[torch.Tensor]:
         return cuts
 
+    def extract_many(self, fronts: list[PenFrontEnd], inputs: list[np.ndarray],
+                     lasts: list[bool]) -> list[torch.Tensor | Exception]:
+        """`frontend.extract_all` for ink: the steady streams (started, not ending, their points valid) walked
+        together (models.pen_many) when there are enough of them, the others cut one by one; then each stream's
+        whole steps."""
+        steady = [i for i, (f, x, last) in enumerate(zip(fronts, inputs, lasts))
+                  if f.started and not last and isinstance(x, np.ndarray) and x.ndim == 2 and x.shape[1] == 4]
+        points = None
+        if len(steady) >= WALK_TOGETHER_FROM:
+            from . import pen_many  # (it builds on this module)
+
+            try:  # (one check for all: where one fails, stream by stream, so that its stream alone fails)
+                points = checked(np.concatenate([inputs[i] for i in steady]))
+            except (InputError, TypeError, ValueError):
+                points = None
+        out: list[torch.Tensor | Exception] = [None] * len(fronts)  # type: ignore[list-item]
+        chosen, parts, sizes = [], [], []
+        if points is not None:
+            counts = [inputs[i].shape[0] for i in steady]
+            rows, sizes = pen_many.run_many([fronts[i] for i in steady], np.split(points, np.cumsum(counts)[:-1]))
+            chosen, parts = list(steady), [clipped(rows, self.config.clip)]
+        walked = set(chosen)
+        others = [i for i in range(len(fronts)) if i not in walked]
+        for i, cut in zip(others, cut_each([fronts[i] for i in others], [inputs[i] for i in others],
+                                           [lasts[i] for i in others])):
+            out[i] = cut
+            if not isinstance(cut, Exception):
+                chosen.append(i)
+                parts.append(cut)
+                sizes.append(cut.shape[0])
+        if chosen:
+            frames = parts[0] if len(parts) == 1 else torch.cat(parts)
+            ready, kept = whole_steps_many([fronts[i]._pending for i in chosen], frames, sizes, self.stack)
+            for i, steps, carried in zip(chosen, ready, kept):
+                out[i], fronts[i]._pending = steps, carried
+        return out
+
     def info(self, path: str | Path) -> tuple[int, int | None, float]:
         ink = read_ink(path)
         return self.rate, 4, ink.duration(self.rate)
@@ -119,11 +182,13 @@ class PenFrontEnd:
         # stream state
         self.started = False
         self.t = 0.0  # time of the last point
-        self.origin = (0.0, 0.0)  # the first point: coordinates are taken from it (float64 keeps the digits)
+        self.ox = self.oy = 0.0  # the first point: coordinates are taken from it (float64 keeps the digits)
+        self.t0 = 0.0  # its time
         self.fe = 0.0  # end time of the open frame
         self.down = False  # the last point was pen-down
-        self.pos = (0.0, 0.0)  # the pen's last pen-down position (interpolated to frame ends)
-        self.lift: tuple[float, float] | None = None  # where the last stroke ended
+        self.px = self.py = 0.0  # the pen's last pen-down position (interpolated to frame ends)
+        self.has_lift = False  # a stroke has ended, at (lift_x, lift_y)
+        self.lift_x = self.lift_y = 0.0
         self.skipped = 0.0  # seconds of over-long gaps taken out so far (`max_gap_seconds`): ink time = t - skipped
         self._reset_frame()
         # running estimates (decayed sums over pen-down frames)
@@ -135,16 +200,7 @@ class PenFrontEnd:
         self.f_dx = self.f_dy = self.f_path = self.f_jx = self.f_jy = 0.0
 
     def cut(self, data: np.ndarray, last: bool = False) -> torch.Tensor:
-        points = np.asarray(data, dtype=np.float64)
-        if points.size == 0:
-            points = points.reshape(0, 4)
-        if points.ndim != 2 or points.shape[1] != 4:
-            raise InputError(f"pen input is points [n, 4] (x, y, t, pen), not an array of shape {list(points.shape)}")
-        if not np.isfinite(points[:, [0, 1, 3]]).all() or np.isinf(points[:, 2]).any():
-            raise InputError("pen points with NaN or infinite coordinates")
-        times = points[:, 2]
-        if (np.abs(points[:, :2]) > MAX_COORDINATE).any() or (np.abs(times[~np.isnan(times)]) > MAX_TIME).any():
-            raise InputError(f"pen points beyond +-{MAX_COORDINATE:g} in x or y, or +-{MAX_TIME:g} s in t")
+        points = checked(data)
         rows: list[list[float]] = []
         if len(points):
             self._run(points.tolist(), rows)
@@ -153,10 +209,7 @@ class PenFrontEnd:
             rows.extend([_UP] * self.tail)
         if not rows:
             return torch.zeros(0, PenExtractor.dim)
-        # every value held to +-clip (a jump across the page is still "far"), in float32: the same as in float64,
-        # since rounding is monotonic and the clip is a float32 number (numpy builds and clips 8 rows in 6 us,
-        # torch.tensor and clamp_ in 12)
-        return torch.from_numpy(np.clip(np.array(rows, dtype=np.float32), -self.cfg.clip, self.cfg.clip))
+        return clipped(np.array(rows, dtype=np.float32), self.cfg.clip)
 
     def steps(self, frames: torch.Tensor) -> torch.Tensor:
         ready, self._pending = whole_steps(self._pending, frames, self.stack)
@@ -177,11 +230,12 @@ class PenFrontEnd:
         if not self.started:
             x, y, t, _ = points[0]
             t = 0.0 if math.isnan(t) else t
-            self.started, self.origin, self.t0 = True, (x, y), t
+            self.started, self.ox, self.oy, self.t0 = True, x, y, t
             self.t, self.fe = t, t + self.T
             points[0][2] = t
-        (ox, oy), T, t0, dt, hypot = self.origin, self.T, self.t0, self.dt, math.hypot
-        t_last, fe, was_down, (px, py), lift = self.t, self.fe, self.down, self.pos, self.lift
+        ox, oy, T, t0, dt, sqrt = self.ox, self.oy, self.T, self.t0, self.dt, math.sqrt
+        t_last, fe, was_down, px, py = self.t, self.fe, self.down, self.px, self.py
+        lift = (self.lift_x, self.lift_y) if self.has_lift else None
         max_gap, skipped = self.cfg.max_gap_seconds, self.skipped
         fd, fs, fen = self.f_down, self.f_start, self.f_end
         fdx, fdy, fpath, fjx, fjy = self.f_dx, self.f_dy, self.f_path, self.f_jx, self.f_jy
@@ -204,7 +258,7 @@ class PenFrontEnd:
                         a = (fe - t_last) / (t - t_last)
                         mx, my = sx + a * (x - sx), sy + a * (y - sy)
                         ddx, ddy = mx - px, my - py
-                        fdx, fdy, fpath, fd, px, py = fdx + ddx, fdy + ddy, fpath + hypot(ddx, ddy), 1, mx, my
+                        fdx, fdy, fpath, fd, px, py = fdx + ddx, fdy + ddy, fpath + sqrt(ddx * ddx + ddy * ddy), 1, mx, my
                     if fd or was_down:  # the pen was on the paper in this frame
                         rows.append(self._row(fdx, fdy, fpath, fjx, fjy, fs, fen, py))
                     else:  # a resting pen: nothing moves, no estimate changes (most pen-up frames: kept cheap)
@@ -214,7 +268,7 @@ class PenFrontEnd:
                     fe = t0 + T * (round((fe - t0) / T) + 1)  # no drift over long streams
             if stroke:
                 ddx, ddy = x - px, y - py
-                fdx, fdy, fpath, fd, px, py = fdx + ddx, fdy + ddy, fpath + hypot(ddx, ddy), 1, x, y
+                fdx, fdy, fpath, fd, px, py = fdx + ddx, fdy + ddy, fpath + sqrt(ddx * ddx + ddy * ddy), 1, x, y
             elif down:  # a stroke starts: the jump from the last lift
                 fs = fd = 1
                 if lift is not None:
@@ -223,7 +277,9 @@ class PenFrontEnd:
             elif was_down:  # the pen lifts
                 fen, lift = 1, (px, py)
             was_down, t_last = down, t
-        self.t, self.fe, self.down, self.pos, self.lift, self.skipped = t_last, fe, was_down, (px, py), lift, skipped
+        self.t, self.fe, self.down, self.px, self.py, self.skipped = t_last, fe, was_down, px, py, skipped
+        if lift is not None:
+            self.has_lift, (self.lift_x, self.lift_y) = True, lift
         self.f_down, self.f_start, self.f_end = fd, fs, fen
         self.f_dx, self.f_dy, self.f_path, self.f_jx, self.f_jy = fdx, fdy, fpath, fjx, fjy
 
@@ -231,7 +287,7 @@ class PenFrontEnd:
         """The open frame's values (at the end of a stream)."""
         if self.f_down or self.down:
             row = self._row(self.f_dx, self.f_dy, self.f_path, self.f_jx, self.f_jy, self.f_start, self.f_end,
-                            self.pos[1])
+                            self.py)
         else:
             row = _UP_END if self.f_end and self.w > 0.0 else _UP
         self._reset_frame()
@@ -252,13 +308,14 @@ class PenFrontEnd:
             self.sdd = d * self.sdd + fdy * fdy
         mean = sy / w
         var = max(syy / w - mean * mean, 0.0)
-        prior = (sl / w / self.T * self.cfg.prior_size_seconds) ** 2
+        speed = sl / w / self.T * self.cfg.prior_size_seconds
+        prior = speed * speed
         size = math.sqrt((w * var + self.prior_w * prior) / (w + self.prior_w))
         if not size > 0.0:
             return _DOWN
         slant = max(-1.0, min(1.0, self.sxy / (self.sdd + self.cfg.slant_prior * size * size)))
         dx, dy = (fdx - slant * fdy) / size, fdy / size
-        norm = math.hypot(dx, dy)
+        norm = math.sqrt(dx * dx + dy * dy)
         ux, uy = (dx / norm, dy / norm) if norm > 1e-6 else (0.0, 0.0)
         return [1.0, dx, dy, path / size, (jx - slant * jy) / size, jy / size, float(start), float(end),
                 (y - mean) / size, ux, uy]

@@ -221,6 +221,72 @@ def test_bad_points_fail_the_stream_with_input_error():
         front.cut(np.array([[1e300, 0.0, 0.0, 1.0]]))
 
 
+def _tick_by_tick(inks: list[np.ndarray], sizes: list[list[int]], monkeypatch, walk_from: int):
+    """Each ink cut into its `sizes` (then the rest, last), all streams a tick at a time through `extract_all`
+    -> (each stream's frames or the exception that failed it, each stream's carried state after every tick)."""
+    from models import pen
+    from models.frontend import extract_all
+
+    monkeypatch.setattr(pen, "WALK_TOGETHER_FROM", walk_from)
+    extractor = PenExtractor(PenConfig(), 2)
+    fronts = [extractor.open() for _ in inks]
+    chunks = [[*chunked(ink[: sum(s)], s), ink[sum(s) :]] for ink, s in zip(inks, sizes)]
+    out: list[list] = [[] for _ in inks]
+    states = []
+    for tick in range(max(map(len, chunks))):
+        live = [k for k, c in enumerate(chunks) if tick < len(c) and not any(isinstance(r, Exception) for r in out[k])]
+        results = extract_all(extractor, [fronts[k] for k in live], [chunks[k][tick] for k in live],
+                              [tick == len(chunks[k]) - 1 for k in live])
+        for k, r in zip(live, results):
+            out[k].append(r)
+        states.append({k: {a: v for a, v in vars(fronts[k]).items() if a not in ("cfg", "_pending")} for k in live})
+    frames = [r[-1] if isinstance(r[-1], Exception) else torch.cat(r) for r in out]
+    return frames, states
+
+
+def test_many_pen_streams_walked_together_frame_as_each_alone(word_ink, uci_ink, monkeypatch):
+    """models.pen_many: streams of ragged chunks (float32 and float64, times missing, a gap over the bound, times
+    going back, pen-up only, hovering first) give bit for bit the frames and carried state they give cut one by one."""
+    base = [word_ink[0]] + [p for p, _ in uci_ink[:5]]
+    inks = list(base)
+    for p in base[:3]:
+        q = p.copy()
+        q[::3, 2] = np.nan
+        inks.append(q)
+        q = p.copy()
+        q[len(q) // 2 :, 2] += 50.0
+        inks.append(q)
+        q = p.copy()
+        q[:, 2] = q[::-1, 2]
+        inks.append(q.astype(np.float32))
+    up = base[0].copy()
+    up[:, 3] = 0.0
+    inks.append(up)
+    hover = base[1].copy()  # (a tablet that reports the pen hovering: the first stroke starts chunks later)
+    hover[:40, 3] = 0.0
+    inks.append(hover)
+    rng = np.random.default_rng(0)
+    sizes = [rng.integers(1, 30, len(p) // 10).tolist() for p in inks]
+    walked, walked_states = _tick_by_tick(inks, sizes, monkeypatch, 1)
+    alone, alone_states = _tick_by_tick(inks, sizes, monkeypatch, 10**9)
+    assert all(len(f) > 10 for f in alone)
+    for a, b in zip(walked, alone):
+        assert torch.equal(a, b)
+    assert walked_states == alone_states  # (a snapshot in between restores the same stream either way)
+
+
+def test_a_bad_chunk_among_walked_streams_fails_its_stream_alone(word_ink, uci_ink, monkeypatch):
+    inks = [word_ink[0]] + [p for p, _ in uci_ink[:4]]
+    bad = inks[2].copy()
+    bad[20, 0] = np.nan
+    sizes = [[10] * 4 for _ in inks]
+    frames, _ = _tick_by_tick([*inks[:2], bad, *inks[3:]], sizes, monkeypatch, 1)
+    want, _ = _tick_by_tick(inks, sizes, monkeypatch, 10**9)
+    assert isinstance(frames[2], InputError)
+    for k in (0, 1, 3, 4):
+        assert torch.equal(frames[k], want[k])
+
+
 # ---------------------------------------------------------------------------------------------- the pipeline
 
 
