@@ -42,10 +42,13 @@ _DOWN = [1.0] + [0.0] * (len(FEATURES) - 1)  # a pen-down frame before any size 
 # differences of coordinates up to 1e9 never overflow. Milliseconds since 1970 (1.7e12) sent as seconds are refused.
 MAX_TIME = 1e11
 MAX_COORDINATE = 1e9
-# Fewer steady streams than this are cut one by one: walking them together costs ~100 numpy calls a point index
-# whatever their number (a 160 ms tick, one thread: 32 streams 3.3 ms cut one by one against 6.5 walked, 64: 8.0
-# against 10.2, 100: 14.5 against 10.7, 200: 31 against 11.5; BENCHMARKS.md).
+# Fewer steady streams than this are cut one by one: a walk costs ~100 numpy calls a point index whatever the
+# number of streams (a 160 ms tick of 16 points, one thread: 32 streams 3.3 ms cut one by one against 6.5 walked,
+# 64: 8.0 against 10.2, 100: 14.5 against 10.7, 200: 31 against 11.5; BENCHMARKS.md). A longer chunk than
+# WALK_MAX_POINTS is cut alone: the walk's steps are its longest chunk's points (a 1,000-point chunk among 100
+# streams of 16 made their tick 216 ms walked, against 23 ms cut one by one).
 WALK_TOGETHER_FROM = 80
+WALK_MAX_POINTS = 64
 
 
 @dataclass(frozen=True)
@@ -62,6 +65,14 @@ class PenConfig:
     # 3 s is over the ink endpoint's longest silence rule (2.4 s), so a capped pause still ends its line as before.
     max_gap_seconds: float = 3.0
     clip: float = 5.0  # every value is held to +-clip (a jump across the page is still "far")
+
+    def __post_init__(self) -> None:
+        # (the frames divide by these: a zero made the scalar path raise and the walked one write NaN)
+        positive = ("frame_seconds", "rate", "norm_seconds", "slant_prior", "clip")
+        if not all(getattr(self, k) > 0 for k in positive) or not all(
+                getattr(self, k) >= 0 for k in ("prior_seconds", "prior_size_seconds", "tail_seconds",
+                                                "max_gap_seconds")):
+            raise ValueError(f"pen settings out of range: {positive} must be > 0 and the rest >= 0 ({self})")
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -126,14 +137,15 @@ class PenExtractor:
         together (models.pen_many) when there are enough of them, the others cut one by one; then each stream's
         whole steps."""
         steady = [i for i, (f, x, last) in enumerate(zip(fronts, inputs, lasts))
-                  if f.started and not last and isinstance(x, np.ndarray) and x.ndim == 2 and x.shape[1] == 4]
+                  if f.started and not last and isinstance(x, np.ndarray) and x.ndim == 2 and x.shape[1] == 4
+                  and len(x) <= WALK_MAX_POINTS]
         points = None
         if len(steady) >= WALK_TOGETHER_FROM:
             from . import pen_many  # (it builds on this module)
 
             try:  # (one check for all: where one fails, stream by stream, so that its stream alone fails)
                 points = checked(np.concatenate([inputs[i] for i in steady]))
-            except (InputError, TypeError, ValueError):
+            except Exception:  # (any: an object array's element may raise what it likes; cut names it, alone)
                 points = None
         out: list[torch.Tensor | Exception] = [None] * len(fronts)  # type: ignore[list-item]
         chosen, parts, sizes = [], [], []
@@ -220,7 +232,12 @@ class PenFrontEnd:
         return copy.deepcopy(vars(self))
 
     def restore(self, state: dict) -> None:
-        vars(self).update(copy.deepcopy(state))
+        state = copy.deepcopy(state)
+        if "pos" in state:  # (a snapshot from before the state was flat: a failover across an upgrade)
+            (state["px"], state["py"]), (state["ox"], state["oy"]) = state.pop("pos"), state.pop("origin")
+            lift = state.pop("lift")
+            state["has_lift"], (state["lift_x"], state["lift_y"]) = lift is not None, lift or (0.0, 0.0)
+        vars(self).update(state)
 
     def _run(self, points: list[list[float]], rows: list[list[float]]) -> None:
         """Each point in order: the frames its time has passed are closed (a stroke's segment cut at their ends),

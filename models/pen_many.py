@@ -4,11 +4,16 @@ Stream by stream, `PenFrontEnd._run` costs Python per point and `_row` per pen-d
 front end was ~30% of a tick's CPU (`tools/bench_pen`'s profile, BENCHMARKS.md), and it grew with the writers.
 Here the streams' states are gathered into arrays and the chunk is walked one point index at a time: the j-th point
 of every stream, then each frame that point closes, of every stream at once. Python loops over a chunk's point
-indices (16 at 100 points a second) and the frames one point closes (1 or 2), not over streams.
+indices (16 at 100 points a second) and the frames one point closes (0 or 1 at 100 points a second), not over
+streams. So the walk's cost is set by its longest chunk and by the most frames one point closes: the caller walks
+only chunks of at most `pen.WALK_MAX_POINTS` points, and a stream whose next point would close more than
+MAX_FRAMES_A_POINT frames (a pause, a slow tablet) leaves the walk there and goes on alone through
+`PenFrontEnd._run` from the state it had reached: one pause then costs its own stream, not every stream's tick.
 
 Invariant: every value is the float64 operation `PenFrontEnd._run` and `_row` do for one stream, in the same order
-(+, -, *, /, sqrt and comparisons, which numpy and Python round alike), so a stream's frames and carried state do not
-depend on which path cut them (tests/test_handwriting.py checks both, bit for bit).
+(+, -, *, /, sqrt and comparisons, which numpy and Python round alike; `PenConfig` keeps every divisor positive),
+so a stream's frames and carried state do not depend on which path cut them (tests/test_handwriting.py checks both,
+bit for bit).
 """
 
 from __future__ import annotations
@@ -24,6 +29,7 @@ from . import pen
 _FIELDS = ("t", "fe", "skipped", "px", "py", "down", "has_lift", "lift_x", "lift_y", "f_down", "f_start", "f_end",
            "f_dx", "f_dy", "f_path", "f_jx", "f_jy", "w", "sy", "syy", "sl", "sxy", "sdd", "t0", "dt", "ox", "oy")
 _MOVING = 23
+MAX_FRAMES_A_POINT = 2  # more, and the stream leaves the walk (every frame of a walk step costs ~50 numpy calls)
 _READ = operator.attrgetter(*_FIELDS)  # (a C call a stream: 400 streams read in ~0.7 ms)
 _UP = np.array(pen._UP)
 _UP_END = np.array(pen._UP_END)
@@ -61,15 +67,24 @@ def run_many(fronts: list[pen.PenFrontEnd], points: list[np.ndarray]) -> tuple[n
     grid[np.repeat(np.arange(n), lengths), place] = np.concatenate(points)
     state = _State(fronts)
     walk = _Walk(fronts[0], state)
+    left = np.full(n, -1)  # the point index at which a stream left the walk (-1: it did not)
     with np.errstate(all="ignore"):  # (the arrays hold every stream: values outside a mask are never kept)
         for j in range(grid.shape[1]):
-            walk.point(grid[:, j], lengths > j)
+            leaving = walk.point(grid[:, j], (lengths > j) & (left < 0))
+            left[leaving] = j
     state.scatter(fronts)
-    if not walk.streams:
-        return np.zeros((0, len(pen.FEATURES))), [0] * n
-    owners = np.concatenate(walk.streams)
-    rows = np.concatenate(walk.rows)[np.argsort(owners, kind="stable")]  # (stable: each stream's in its order)
-    return rows, np.bincount(owners, minlength=n).tolist()
+    owners = np.concatenate(walk.streams) if walk.streams else np.zeros(0, np.int64)
+    rows = np.concatenate(walk.rows)[np.argsort(owners, kind="stable")] if walk.streams else np.zeros((0, 11))
+    counts = np.bincount(owners, minlength=n)
+    if not (left >= 0).any():
+        return rows, counts.tolist()
+    # (the streams that left: their rows so far, then the rest of their points' rows cut alone)
+    parts = np.split(rows, np.cumsum(counts)[:-1])
+    for i in np.flatnonzero(left >= 0).tolist():
+        alone: list[list[float]] = []
+        fronts[i]._run(points[i][left[i] :].tolist(), alone)
+        parts[i] = np.concatenate([parts[i], np.array(alone, np.float64).reshape(-1, len(pen.FEATURES))])
+    return np.concatenate(parts), [len(r) for r in parts]
 
 
 class _Walk:
@@ -84,16 +99,19 @@ class _Walk:
         self.streams: list[np.ndarray] = []
         self.rows: list[np.ndarray] = []
 
-    def point(self, p: np.ndarray, act: np.ndarray) -> None:
-        """Each active stream's next point [streams, 4]: the frames it closes, then what it does to the pen."""
+    def point(self, p: np.ndarray, act: np.ndarray) -> np.ndarray:
+        """Each active stream's next point [streams, 4]: the frames it closes, then what it does to the pen; -> the
+        streams that leave the walk before this point (it would close too many frames), untouched by it."""
         s = self.s
         t = p[:, 2]
         nan = np.isnan(t)
         shifted = t - s.skipped
         back = shifted < s.t  # times never go back
         gap = ~back & (shifted - s.t > self.max_gap)  # a gap counts at most max_gap
-        s.skipped = np.where(act & ~nan & gap, s.skipped + (shifted - s.t - self.max_gap), s.skipped)
         t = np.where(nan, s.t + s.dt, np.where(back, s.t, np.where(gap, s.t + self.max_gap, shifted)))
+        leaving = act & (self._frames(t) > MAX_FRAMES_A_POINT)
+        act = act & ~leaving
+        s.skipped = np.where(act & ~nan & gap, s.skipped + (shifted - s.t - self.max_gap), s.skipped)
         x, y, down = p[:, 0] - s.ox, p[:, 1] - s.oy, p[:, 3] > 0.5
         stroke = down & s.down
         closing = act & (t >= s.fe)
@@ -118,6 +136,18 @@ class _Walk:
         s.lift_x, s.lift_y = np.where(lifts, s.px, s.lift_x), np.where(lifts, s.py, s.lift_y)
         s.has_lift |= lifts
         s.down, s.t = np.where(act, down, s.down), np.where(act, t, s.t)
+        return leaving
+
+    def _frames(self, t: np.ndarray) -> np.ndarray:
+        """How many frames a point at time t closes: the n with fe <= t0 + T * n <= t, where fe = t0 + T * k is the
+        open frame's end (`_close` opens frames at exactly these ends, so the count is the loop's, not an estimate)."""
+        s, T = self.s, self.T
+        k = np.round((s.fe - s.t0) / T)
+        n = np.floor((t - s.t0) / T)
+        for _ in range(2):  # (the division's rounding: n within one of the last end at or before t)
+            n = np.where(s.t0 + T * (n + 1) <= t, n + 1, n)
+            n = np.where(s.t0 + T * n > t, n - 1, n)
+        return np.where(t >= s.fe, n - k + 1, 0)
 
     def _close(self, m: np.ndarray, stroke: np.ndarray, sx: np.ndarray, sy: np.ndarray, x: np.ndarray,
                y: np.ndarray, t: np.ndarray) -> None:

@@ -245,8 +245,10 @@ def _tick_by_tick(inks: list[np.ndarray], sizes: list[list[int]], monkeypatch, w
 
 
 def test_many_pen_streams_walked_together_frame_as_each_alone(word_ink, uci_ink, monkeypatch):
-    """models.pen_many: streams of ragged chunks (float32 and float64, times missing, a gap over the bound, times
-    going back, pen-up only, hovering first) give bit for bit the frames and carried state they give cut one by one."""
+    """models.pen_many: streams of ragged chunks (float32 and float64, times missing, a pause in a stroke and one
+    over the bound (the stream leaves the walk there), times going back, pen-up only, hovering first; empty chunks,
+    streams starting in later ticks, chunks too long to walk) give bit for bit the frames and carried state they give
+    cut one by one."""
     base = [word_ink[0]] + [p for p, _ in uci_ink[:5]]
     inks = list(base)
     for p in base[:3]:
@@ -255,6 +257,10 @@ def test_many_pen_streams_walked_together_frame_as_each_alone(word_ink, uci_ink,
         inks.append(q)
         q = p.copy()
         q[len(q) // 2 :, 2] += 50.0
+        inks.append(q)
+        q = p.copy()
+        q[len(q) // 3 :, 2] += 0.7
+        q[len(q) // 3 - 1 : len(q) // 3 + 1, 3] = 1.0  # (the pause inside a stroke: every frame of it is drawn)
         inks.append(q)
         q = p.copy()
         q[:, 2] = q[::-1, 2]
@@ -266,7 +272,9 @@ def test_many_pen_streams_walked_together_frame_as_each_alone(word_ink, uci_ink,
     hover[:40, 3] = 0.0
     inks.append(hover)
     rng = np.random.default_rng(0)
-    sizes = [rng.integers(1, 30, len(p) // 10).tolist() for p in inks]
+    sizes = [[0] * (k % 4) + rng.integers(0, 30, len(p) // 10).tolist() for k, p in enumerate(inks)]
+    for k in range(0, len(inks), 5):
+        sizes[k][-3] = min(100, len(inks[k]) - sum(sizes[k]) + sizes[k][-3])  # (over pen.WALK_MAX_POINTS)
     walked, walked_states = _tick_by_tick(inks, sizes, monkeypatch, 1)
     alone, alone_states = _tick_by_tick(inks, sizes, monkeypatch, 10**9)
     assert all(len(f) > 10 for f in alone)
@@ -275,16 +283,29 @@ def test_many_pen_streams_walked_together_frame_as_each_alone(word_ink, uci_ink,
     assert walked_states == alone_states  # (a snapshot in between restores the same stream either way)
 
 
-def test_a_bad_chunk_among_walked_streams_fails_its_stream_alone(word_ink, uci_ink, monkeypatch):
+@pytest.mark.parametrize("how", ["nan", "object"])
+def test_a_bad_chunk_among_walked_streams_fails_its_stream_alone(word_ink, uci_ink, monkeypatch, how):
     inks = [word_ink[0]] + [p for p, _ in uci_ink[:4]]
     bad = inks[2].copy()
-    bad[20, 0] = np.nan
+    if how == "nan":
+        bad[20, 0] = np.nan
+    else:  # (an object array's element raises what it likes: OverflowError here, not an InputError)
+        bad = bad.astype(object)
+        bad[20, 0] = 10**400
     sizes = [[10] * 4 for _ in inks]
     frames, _ = _tick_by_tick([*inks[:2], bad, *inks[3:]], sizes, monkeypatch, 1)
+    alone, _ = _tick_by_tick([*inks[:2], bad, *inks[3:]], sizes, monkeypatch, 10**9)
     want, _ = _tick_by_tick(inks, sizes, monkeypatch, 10**9)
-    assert isinstance(frames[2], InputError)
+    assert isinstance(frames[2], Exception) and repr(frames[2]) == repr(alone[2])
     for k in (0, 1, 3, 4):
         assert torch.equal(frames[k], want[k])
+
+
+def test_pen_settings_that_divide_by_zero_are_refused():
+    with pytest.raises(ValueError, match="pen settings"):
+        PenConfig(slant_prior=0.0)
+    with pytest.raises(ValueError, match="pen settings"):
+        PenConfig(frame_seconds=0.0)
 
 
 # ---------------------------------------------------------------------------------------------- the pipeline
