@@ -301,6 +301,22 @@ def test_a_bad_chunk_among_walked_streams_fails_its_stream_alone(word_ink, uci_i
         assert torch.equal(frames[k], want[k])
 
 
+def test_a_pen_snapshot_from_before_the_flat_state_restores(word_ink):
+    """Snapshots from before the pen's state was flat (`pos`, `origin`, `lift` tuples) restore to the same stream: a
+    failover across an upgrade."""
+    points = word_ink[0]
+    extractor = PenExtractor(PenConfig(), 2)
+    front = extractor.open()
+    front.steps(front.cut(points[:40]))
+    state = front.snapshot()
+    old = {k: v for k, v in state.items() if k not in ("px", "py", "ox", "oy", "has_lift", "lift_x", "lift_y")}
+    old.update(pos=(state["px"], state["py"]), origin=(state["ox"], state["oy"]),
+               lift=(state["lift_x"], state["lift_y"]) if state["has_lift"] else None)
+    restored = extractor.open()
+    restored.restore(old)
+    assert torch.equal(restored.steps(restored.cut(points[40:], last=True)), front.steps(front.cut(points[40:], last=True)))
+
+
 def test_pen_settings_that_divide_by_zero_are_refused():
     with pytest.raises(ValueError, match="pen settings"):
         PenConfig(slant_prior=0.0)
