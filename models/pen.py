@@ -27,16 +27,13 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from . import pen_many
 from .errors import InputError
 from .frontend import cut_each, whole_steps, whole_steps_many
 from .ink import INK_SUFFIXES, read_ink
+from .pen_layout import DOWN, FEATURES, UP, UP_END
 from .tokens import PEN_CHARACTERS
 
-# The frame's values, in order (dim = 11).
-FEATURES = ("down", "dx", "dy", "path", "jump_x", "jump_y", "start", "end", "height", "dir_x", "dir_y")
-_UP = [0.0] * len(FEATURES)  # a pen-up frame (shared: rows are only read, into one tensor)
-_UP_END = [0.0] * 7 + [1.0] + [0.0] * 3  # the pen-up frame in which a stroke ended
-_DOWN = [1.0] + [0.0] * (len(FEATURES) - 1)  # a pen-down frame before any size is known
 # Bounds on a point, so every number stays exact enough in float64: at t = 1e11 s a step of 0.02 s is still 1,300
 # of t's units in the last place (past ~1e15 a frame's end stopped moving and the framing loop never ended), and
 # differences of coordinates up to 1e9 never overflow. Milliseconds since 1970 (1.7e12) sent as seconds are refused.
@@ -141,7 +138,6 @@ class PenExtractor:
                   and len(x) <= WALK_MAX_POINTS]
         points = None
         if len(steady) >= WALK_TOGETHER_FROM:
-            from . import pen_many  # (it builds on this module)
 
             try:  # (one check for all: where one fails, stream by stream, so that its stream alone fails)
                 points = checked(np.concatenate([inputs[i] for i in steady]))
@@ -218,7 +214,7 @@ class PenFrontEnd:
             self._run(points.tolist(), rows)
         if last and self.started:
             rows.append(self._close())
-            rows.extend([_UP] * self.tail)
+            rows.extend([UP] * self.tail)
         if not rows:
             return torch.zeros(0, PenExtractor.dim)
         return clipped(np.array(rows, dtype=np.float32), self.cfg.clip)
@@ -279,7 +275,7 @@ class PenFrontEnd:
                     if fd or was_down:  # the pen was on the paper in this frame
                         rows.append(self._row(fdx, fdy, fpath, fjx, fjy, fs, fen, py))
                     else:  # a resting pen: nothing moves, no estimate changes (most pen-up frames: kept cheap)
-                        rows.append(_UP_END if fen and self.w > 0.0 else _UP)
+                        rows.append(UP_END if fen and self.w > 0.0 else UP)
                     fd = fs = fen = 0
                     fdx = fdy = fpath = fjx = fjy = 0.0
                     fe = t0 + T * (round((fe - t0) / T) + 1)  # no drift over long streams
@@ -306,7 +302,7 @@ class PenFrontEnd:
             row = self._row(self.f_dx, self.f_dy, self.f_path, self.f_jx, self.f_jy, self.f_start, self.f_end,
                             self.py)
         else:
-            row = _UP_END if self.f_end and self.w > 0.0 else _UP
+            row = UP_END if self.f_end and self.w > 0.0 else UP
         self._reset_frame()
         return row
 
@@ -329,7 +325,7 @@ class PenFrontEnd:
         prior = speed * speed
         size = math.sqrt((w * var + self.prior_w * prior) / (w + self.prior_w))
         if not size > 0.0:
-            return _DOWN
+            return DOWN
         slant = max(-1.0, min(1.0, self.sxy / (self.sdd + self.cfg.slant_prior * size * size)))
         dx, dy = (fdx - slant * fdy) / size, fdy / size
         norm = math.sqrt(dx * dx + dy * dy)

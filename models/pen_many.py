@@ -6,7 +6,7 @@ Here the streams' states are gathered into arrays and the chunk is walked one po
 of every stream, then each frame that point closes, of every stream at once. Python loops over a chunk's point
 indices (16 at 100 points a second) and the frames one point closes (0 or 1 at 100 points a second), not over
 streams. So the walk's cost is set by its longest chunk and by the most frames one point closes: the caller walks
-only chunks of at most `pen.WALK_MAX_POINTS` points, and a stream whose next point would close more than
+only chunks of at most `models.pen.WALK_MAX_POINTS` points, and a stream whose next point would close more than
 MAX_FRAMES_A_POINT frames (a pause, a slow tablet) leaves the walk there and goes on alone through
 `PenFrontEnd._run` from the state it had reached: one pause then costs its own stream, not every stream's tick.
 
@@ -22,7 +22,7 @@ import operator
 
 import numpy as np
 
-from . import pen
+from .pen_layout import DOWN, FEATURES, UP, UP_END
 
 # A stream's carried state as one row of floats (booleans and counts as 0/1), read and written as these attributes
 # of its PenFrontEnd: the first _MOVING change in a chunk, the rest are fixed when the stream starts.
@@ -31,22 +31,20 @@ _FIELDS = ("t", "fe", "skipped", "px", "py", "down", "has_lift", "lift_x", "lift
 _MOVING = 23
 MAX_FRAMES_A_POINT = 2  # more, and the stream leaves the walk (every frame of a walk step costs ~50 numpy calls)
 _READ = operator.attrgetter(*_FIELDS)  # (a C call a stream: 400 streams read in ~0.7 ms)
-_UP = np.array(pen._UP)
-_UP_END = np.array(pen._UP_END)
-_DOWN = np.array(pen._DOWN)
+_UP, _UP_END, _DOWN = np.array(UP), np.array(UP_END), np.array(DOWN)
 
 
 class _State:
     """The streams' states as arrays, one field an array over streams (attribute names as in `_FIELDS`)."""
 
-    def __init__(self, fronts: list[pen.PenFrontEnd]):
+    def __init__(self, fronts: list):
         table = np.array(list(map(_READ, fronts)), np.float64)
         for k, name in enumerate(_FIELDS):
             setattr(self, name, table[:, k].copy())
         for name in ("down", "has_lift", "f_down", "f_start", "f_end"):
             setattr(self, name, getattr(self, name) > 0.5)
 
-    def scatter(self, fronts: list[pen.PenFrontEnd]) -> None:
+    def scatter(self, fronts: list) -> None:
         """Each stream's moved state back into its attributes (as floats: 1.0 reads as True and as 1 there)."""
         table = np.stack([getattr(self, n) for n in _FIELDS[:_MOVING]], 1).astype(np.float64)
         names = _FIELDS[:_MOVING]
@@ -54,13 +52,13 @@ class _State:
             f.__dict__.update(zip(names, row))
 
 
-def run_many(fronts: list[pen.PenFrontEnd], points: list[np.ndarray]) -> tuple[np.ndarray, list[int]]:
+def run_many(fronts: list, points: list[np.ndarray]) -> tuple[np.ndarray, list[int]]:
     """Started streams' next points (float64 [n, 4], checked as `PenFrontEnd.cut` checks them) -> (their new frames
     [k, 11] in float64, not yet clipped, stream after stream; how many each has). The streams' states move on as
     `PenFrontEnd._run` moves them."""
     n = len(fronts)
     if not n:
-        return np.zeros((0, len(pen.FEATURES))), []
+        return np.zeros((0, len(FEATURES))), []
     lengths = np.fromiter((len(p) for p in points), np.int64, n)
     grid = np.zeros((n, int(lengths.max()), 4))
     place = np.arange(int(lengths.sum())) - np.repeat(np.cumsum(lengths) - lengths, lengths)
@@ -83,7 +81,7 @@ def run_many(fronts: list[pen.PenFrontEnd], points: list[np.ndarray]) -> tuple[n
     for i in np.flatnonzero(left >= 0).tolist():
         alone: list[list[float]] = []
         fronts[i]._run(points[i][left[i] :].tolist(), alone)
-        parts[i] = np.concatenate([parts[i], np.array(alone, np.float64).reshape(-1, len(pen.FEATURES))])
+        parts[i] = np.concatenate([parts[i], np.array(alone, np.float64).reshape(-1, len(FEATURES))])
     return np.concatenate(parts), [len(r) for r in parts]
 
 
@@ -91,7 +89,7 @@ class _Walk:
     """The per-point and per-frame steps of `PenFrontEnd._run` and `_row`, over every stream's arrays; collects the
     frames each step closes (which streams, and their values)."""
 
-    def __init__(self, front: pen.PenFrontEnd, state: _State):
+    def __init__(self, front, state: _State):
         self.s = state
         cfg = front.cfg
         self.T, self.decay, self.prior_w, self.max_gap = front.T, front.decay, front.prior_w, cfg.max_gap_seconds
