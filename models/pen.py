@@ -66,9 +66,8 @@ class PenConfig:
     def __post_init__(self) -> None:
         # (the frames divide by these: a zero made the scalar path raise and the walked one write NaN)
         positive = ("frame_seconds", "rate", "norm_seconds", "slant_prior", "clip")
-        if not all(getattr(self, k) > 0 for k in positive) or not all(
-                getattr(self, k) >= 0 for k in ("prior_seconds", "prior_size_seconds", "tail_seconds",
-                                                "max_gap_seconds")):
+        others = ("prior_seconds", "prior_size_seconds", "tail_seconds", "max_gap_seconds")
+        if not (all(getattr(self, k) > 0 for k in positive) and all(getattr(self, k) >= 0 for k in others)):
             raise ValueError(f"pen settings out of range: {positive} must be > 0 and the rest >= 0 ({self})")
 
     def to_dict(self) -> dict:
@@ -98,7 +97,8 @@ def clipped(rows: np.ndarray, clip: float) -> torch.Tensor:
 
 
 class PenExtractor:
-    """The pen front end of a model (see models.frontend): the work is per stream, `transform` passes frames on."""
+    """The pen front end of a model (see models.frontend): the work is per stream (`PenFrontEnd.cut`), or walked over
+    a tick's steady streams at once (`extract_many`); `transform` passes frames on."""
 
     Config = PenConfig
     dim = len(FEATURES)
@@ -138,7 +138,6 @@ class PenExtractor:
                   and len(x) <= WALK_MAX_POINTS]
         points = None
         if len(steady) >= WALK_TOGETHER_FROM:
-
             try:  # (one check for all: where one fails, stream by stream, so that its stream alone fails)
                 points = checked(np.concatenate([inputs[i] for i in steady]))
             except Exception:  # (any: an object array's element may raise what it likes; cut names it, alone)

@@ -24,8 +24,8 @@ import numpy as np
 
 from .pen_layout import DOWN, FEATURES, UP, UP_END
 
-# A stream's carried state as one row of floats (booleans and counts as 0/1), read and written as these attributes
-# of its PenFrontEnd: the first _MOVING change in a chunk, the rest are fixed when the stream starts.
+# A stream's carried state as one row of floats (booleans and counts as 0/1), read from these attributes of its
+# PenFrontEnd; the first _MOVING of them move in a chunk and are written back, the last four are set when it starts.
 _FIELDS = ("t", "fe", "skipped", "px", "py", "down", "has_lift", "lift_x", "lift_y", "f_down", "f_start", "f_end",
            "f_dx", "f_dy", "f_path", "f_jx", "f_jy", "w", "sy", "syy", "sl", "sxy", "sdd", "t0", "dt", "ox", "oy")
 _MOVING = 23
@@ -72,7 +72,7 @@ def run_many(fronts: list, points: list[np.ndarray]) -> tuple[np.ndarray, list[i
             left[leaving] = j
     state.scatter(fronts)
     owners = np.concatenate(walk.streams) if walk.streams else np.zeros(0, np.int64)
-    rows = np.concatenate(walk.rows)[np.argsort(owners, kind="stable")] if walk.streams else np.zeros((0, 11))
+    rows = np.concatenate(walk.rows)[np.argsort(owners, kind="stable")] if walk.streams else np.zeros((0, len(FEATURES)))
     counts = np.bincount(owners, minlength=n)
     if not (left >= 0).any():
         return rows, counts.tolist()
