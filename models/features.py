@@ -19,7 +19,7 @@ import torchaudio
 
 from . import framing, leadin
 from .audio import AUDIO_SUFFIXES, AudioConverter, audio_info, read_blocks
-from .frontend import cut_each, whole_steps, whole_steps_many
+from .frontend import cut_rest_and_step, whole_steps
 from .tokens import CHARACTERS
 
 # Quiet noise after the end of every stream (-70 dBFS, the quietest noise floor in training): a unidirectional
@@ -196,21 +196,8 @@ class LogMelExtractor:
             windows, sizes = [framed[0]], framed[1]
             for i, carried in zip(steady, framed[2]):
                 fronts[i].features._buffer = carried
-        chosen = set(steady)
-        others = [i for i in range(len(fronts)) if i not in chosen and out[i] is None]
-        for i, cut in zip(others, cut_each([fronts[i] for i in others], [inputs[i] for i in others],
-                                           [lasts[i] for i in others])):
-            out[i] = cut
-        ok = [i for i in others if not isinstance(out[i], Exception)]
-        windows += [out[i] for i in ok]
-        sizes += [out[i].shape[0] for i in ok]
-        if windows:
-            frames = self.logmel.from_windows(windows[0] if len(windows) == 1 else torch.cat(windows))
-            chosen = steady + ok
-            ready, kept = whole_steps_many([fronts[i]._pending for i in chosen], frames, sizes, self.stack)
-            for i, steps, carried in zip(chosen, ready, kept):
-                out[i], fronts[i]._pending = steps, carried
-        return out
+        return cut_rest_and_step(fronts, inputs, lasts, out, steady, windows, sizes, self.logmel.from_windows,
+                                 self.stack)
 
     def info(self, path: str | Path) -> tuple[int, int | None, float]:
         return audio_info(path)

@@ -16,7 +16,7 @@ modality.
 from __future__ import annotations
 
 import importlib
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any, Protocol
 
@@ -147,6 +147,31 @@ def extract_all(extractor: Extractor, fronts: list[FrontEnd], inputs: list[np.nd
     for i, frames in zip(ok, extract(extractor, [fronts[i] for i in ok], [cuts[i] for i in ok])):
         cuts[i] = frames
     return cuts
+
+
+def cut_rest_and_step(fronts: list[FrontEnd], inputs: list[np.ndarray], lasts: list[bool],
+                      out: list[torch.Tensor | Exception | None], done: list[int], parts: list[torch.Tensor],
+                      sizes: list[int], transform: Callable[[torch.Tensor], torch.Tensor],
+                      stack: int) -> list[torch.Tensor | Exception]:
+    """The end an `extract_many` shares: the streams `done` (cut together already: `parts`, `sizes[k]` rows for
+    `done[k]`) and those failed (an exception in `out`) aside, the rest are cut one by one; every cut goes through
+    `transform` as one call, then each stream's whole steps, written into `out` (its carried frames kept)."""
+    taken = set(done)
+    rest = [i for i in range(len(fronts)) if i not in taken and out[i] is None]
+    chosen, parts, sizes = list(done), list(parts), list(sizes)
+    for i, cut in zip(rest, cut_each([fronts[i] for i in rest], [inputs[i] for i in rest], [lasts[i] for i in rest])):
+        if isinstance(cut, Exception):
+            out[i] = cut
+        else:
+            chosen.append(i)
+            parts.append(cut)
+            sizes.append(cut.shape[0])
+    if chosen:
+        frames = transform(parts[0] if len(parts) == 1 else torch.cat(parts))
+        ready, kept = whole_steps_many([fronts[i]._pending for i in chosen], frames, sizes, stack)
+        for i, steps, carried in zip(chosen, ready, kept):
+            out[i], fronts[i]._pending = steps, carried
+    return out  # type: ignore[return-value]
 
 
 def cut_each(fronts: list[FrontEnd], inputs: list[np.ndarray], lasts: list[bool]) -> list[torch.Tensor | Exception]:

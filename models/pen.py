@@ -29,7 +29,7 @@ import torch
 
 from . import pen_many
 from .errors import InputError
-from .frontend import cut_each, whole_steps, whole_steps_many
+from .frontend import cut_rest_and_step, whole_steps
 from .ink import INK_SUFFIXES, read_ink
 from .pen_layout import DOWN, FEATURES, UP, UP_END
 from .tokens import PEN_CHARACTERS
@@ -89,6 +89,11 @@ def checked(data: np.ndarray) -> np.ndarray:
     return points
 
 
+def _same(frames: torch.Tensor) -> torch.Tensor:
+    """The pen's cuts are its frames already (audio's are windows still to be transformed)."""
+    return frames
+
+
 def clipped(rows: np.ndarray, clip: float) -> torch.Tensor:
     """Frames' values held to +-clip (a jump across the page is still "far"), in float32: the same as in float64,
     since rounding is monotonic and the clip is a float32 number (numpy builds and clips 8 rows in 6 us, torch.tensor
@@ -142,27 +147,15 @@ class PenExtractor:
                 points = checked(np.concatenate([inputs[i] for i in steady]))
             except Exception:  # (any: an object array's element may raise what it likes; cut names it, alone)
                 points = None
-        out: list[torch.Tensor | Exception] = [None] * len(fronts)  # type: ignore[list-item]
-        chosen, parts, sizes = [], [], []
+        out: list[torch.Tensor | Exception | None] = [None] * len(fronts)
+        done: list[int] = []
+        parts: list[torch.Tensor] = []
+        sizes: list[int] = []
         if points is not None:
             counts = [inputs[i].shape[0] for i in steady]
             rows, sizes = pen_many.run_many([fronts[i] for i in steady], np.split(points, np.cumsum(counts)[:-1]))
-            chosen, parts = list(steady), [clipped(rows, self.config.clip)]
-        walked = set(chosen)
-        others = [i for i in range(len(fronts)) if i not in walked]
-        for i, cut in zip(others, cut_each([fronts[i] for i in others], [inputs[i] for i in others],
-                                           [lasts[i] for i in others])):
-            out[i] = cut
-            if not isinstance(cut, Exception):
-                chosen.append(i)
-                parts.append(cut)
-                sizes.append(cut.shape[0])
-        if chosen:
-            frames = parts[0] if len(parts) == 1 else torch.cat(parts)
-            ready, kept = whole_steps_many([fronts[i]._pending for i in chosen], frames, sizes, self.stack)
-            for i, steps, carried in zip(chosen, ready, kept):
-                out[i], fronts[i]._pending = steps, carried
-        return out
+            done, parts = steady, [clipped(rows, self.config.clip)]
+        return cut_rest_and_step(fronts, inputs, lasts, out, done, parts, sizes, _same, self.stack)
 
     def info(self, path: str | Path) -> tuple[int, int | None, float]:
         ink = read_ink(path)
