@@ -40,7 +40,7 @@ class _State:
     def __init__(self, fronts: list):
         table = np.array(list(map(_READ, fronts)), np.float64)
         for k, name in enumerate(_FIELDS):
-            setattr(self, name, table[:, k].copy())
+            setattr(self, name, table[:, k])  # (views: a field is written only as a whole new array or at `_rows`' rows)
         for name in ("down", "has_lift", "f_down", "f_start", "f_end"):
             setattr(self, name, getattr(self, name) > 0.5)
 
@@ -107,7 +107,11 @@ class _Walk:
         back = shifted < s.t  # times never go back
         gap = ~back & (shifted - s.t > self.max_gap)  # a gap counts at most max_gap
         t = np.where(nan, s.t + s.dt, np.where(back, s.t, np.where(gap, s.t + self.max_gap, shifted)))
-        leaving = act & (self._frames(t) > MAX_FRAMES_A_POINT)
+        # a bound first (more than MAX frames needs t >= fe + MAX * T): the exact count, ~10 numpy calls, only where
+        # a stream may pass it (a pause; at 100 points a second none does)
+        leaving = act & (t - s.fe >= (MAX_FRAMES_A_POINT - 0.5) * self.T)
+        if leaving.any():
+            leaving &= self._frames(t) > MAX_FRAMES_A_POINT
         act = act & ~leaving
         s.skipped = np.where(act & ~nan & gap, s.skipped + (shifted - s.t - self.max_gap), s.skipped)
         x, y, down = p[:, 0] - s.ox, p[:, 1] - s.oy, p[:, 3] > 0.5
