@@ -108,7 +108,7 @@ class _Walk:
         gap = ~back & (shifted - s.t > self.max_gap)  # a gap counts at most max_gap
         t = np.where(nan, s.t + s.dt, np.where(back, s.t, np.where(gap, s.t + self.max_gap, shifted)))
         # a bound first (more than MAX frames needs t >= fe + MAX * T): the exact count, ~10 numpy calls, only where
-        # a stream may pass it (a pause; at 100 points a second none does)
+        # a stream may pass it, after a pause (points 10 ms apart close at most one 20 ms frame)
         leaving = act & (t - s.fe >= (MAX_FRAMES_A_POINT - 0.5) * self.T)
         if leaving.any():
             leaving &= self._frames(t) > MAX_FRAMES_A_POINT
